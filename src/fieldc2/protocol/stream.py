@@ -1,0 +1,257 @@
+"""One CoT stream connection, sans-I/O: bytes in, stream events out.
+
+The format is detected from the first byte (``<`` for XML, ``0xbf`` for TAK
+protocol v1), because real clients do not always negotiate: pytak with
+``TAK_PROTO=1`` starts straight in v1.  An XML client is offered v1 with
+``t-x-takp-v``; its ``t-x-takp-q`` request is answered with ``t-x-takp-r`` and
+both directions switch.  The state machine is the table ``_TRANSITIONS``; a
+pair missing from it is a protocol error.
+
+Bad input never raises out of here: a message that cannot be used becomes a
+:class:`Rejected` event (the shell logs it), and a peer that keeps sending
+garbage gets a :class:`Closing` event (the shell closes it).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+
+import msgspec
+
+from fieldc2 import __version__
+from fieldc2.errors import FramingError, ProtocolError
+from fieldc2.model.cot import Event, EventFacts
+from fieldc2.protocol.cot_xml import format_time, parse_event
+from fieldc2.protocol.framing import DEFAULT_MAX_EVENT_SIZE, ProtoStreamFramer, XmlFramer
+from fieldc2.protocol.tak_v1 import payload_to_event
+
+#: Messages a peer may get wrong within ``REJECT_WINDOW`` seconds before it is
+#: disconnected.  A healthy client sends none; a buggy plug-in may send a few.
+MAX_REJECTS = 20
+REJECT_WINDOW = 60.0
+#: Parsed events waiting for the shell to drain.  One read of 256 KiB of tiny
+#: events can produce this many; the shell drains after every read.
+MAX_PENDING_EVENTS = 4096
+
+
+class Format(enum.Enum):
+    XML = "xml"
+    PROTO = "proto"
+
+
+class State(enum.Enum):
+    DETECT = "detect"
+    XML = "xml"
+    PROTO = "proto"
+    CLOSED = "closed"
+
+
+class Input(enum.Enum):
+    XML_BYTE = "first byte <"
+    V1_BYTE = "first byte 0xbf"
+    OTHER_BYTE = "first byte unrecognised"
+    V1_REQUEST = "t-x-takp-q for version 1"
+    FATAL = "unrecoverable input"
+
+
+# (state, input) -> next state.
+_TRANSITIONS: dict[tuple[State, Input], State] = {
+    (State.DETECT, Input.XML_BYTE): State.XML,
+    (State.DETECT, Input.V1_BYTE): State.PROTO,
+    (State.DETECT, Input.OTHER_BYTE): State.CLOSED,
+    (State.DETECT, Input.FATAL): State.CLOSED,
+    (State.XML, Input.V1_REQUEST): State.PROTO,
+    (State.XML, Input.FATAL): State.CLOSED,
+    (State.PROTO, Input.FATAL): State.CLOSED,
+}
+
+
+class Received(msgspec.Struct, frozen=True, tag=True):
+    """A valid event, with the wire bytes it came in so they can be reused."""
+
+    event: Event
+    facts: EventFacts
+    xml: bytes | None = None
+    payload: bytes | None = None
+
+
+class Rejected(msgspec.Struct, frozen=True, tag=True):
+    """One message was dropped; the connection goes on."""
+
+    reason: str
+
+
+class Switched(msgspec.Struct, frozen=True, tag=True):
+    """Both directions now use this format."""
+
+    format: Format
+
+
+class Closing(msgspec.Struct, frozen=True, tag=True):
+    """The peer is misbehaving beyond repair; close the connection."""
+
+    reason: str
+
+
+StreamEvent = Received | Rejected | Switched | Closing
+
+_TAK_REQUEST = re.compile(r'<TakRequest[^>]*\bversion="(\d+)"')
+
+
+def control_event(cot_type: str, uid: str, detail: str, now: float) -> bytes:
+    """A server control message (takp-v, takp-r, pong) as XML bytes."""
+    ms = int(now * 1000)
+    return (
+        f'<event version="2.0" uid="{uid}" type="{cot_type}" how="h-g-i-g-o"'
+        f' time="{format_time(ms)}" start="{format_time(ms)}" stale="{format_time(ms + 60_000)}">'
+        '<point lat="0.0" lon="0.0" hae="0.0" ce="9999999.0" le="9999999.0"/>'
+        f"<detail>{detail}</detail></event>"
+    ).encode()
+
+
+class CotStream:
+    """Server side of one TAK client stream."""
+
+    def __init__(self, *, offer_v1: bool = True, max_event_size: int = DEFAULT_MAX_EVENT_SIZE):
+        self.state = State.DETECT
+        self.offer_v1 = offer_v1
+        self._max = max_event_size
+        self._xml = XmlFramer(max_event_size)
+        self._proto: ProtoStreamFramer | None = None
+        self._events: deque[StreamEvent] = deque()
+        self._outgoing = bytearray()
+        self._rejects: deque[float] = deque(maxlen=MAX_REJECTS + 1)
+        self.rejected_total = 0
+        self._now = 0.0
+
+    @property
+    def format(self) -> Format:
+        """The format the peer expects to receive."""
+        return Format.PROTO if self.state is State.PROTO else Format.XML
+
+    def _move(self, what: Input) -> None:
+        key = (self.state, what)
+        if key not in _TRANSITIONS:
+            raise ProtocolError(f"{what.value} is not valid in state {self.state.value}")
+        self.state = _TRANSITIONS[key]
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the socket; then drain with next_event()."""
+        if self.state is State.CLOSED or not data:
+            return
+        self._now = now
+        if self.state is State.DETECT:
+            self._detect(data, now)
+            if self.state is State.CLOSED:
+                return
+        if self.state is State.XML:
+            self._xml.feed(data)
+            self._drain_xml(now)
+        elif self._proto is not None:
+            self._proto.feed(data)
+            self._drain_proto(now)
+
+    def _detect(self, data: bytes, now: float) -> None:
+        first = data.lstrip(b" \t\r\n")[:1]
+        if not first:
+            return
+        if first == b"<":
+            self._move(Input.XML_BYTE)
+            if self.offer_v1:
+                self._outgoing += control_event(
+                    "t-x-takp-v", "protouid",
+                    '<TakControl><TakProtocolSupport version="1"/>'
+                    f'<TakServerVersionInfo serverVersion="fieldc2 {__version__}" apiVersion="3"/>'
+                    "</TakControl>", now)
+        elif first == b"\xbf":
+            self._move(Input.V1_BYTE)
+            self._proto = ProtoStreamFramer(self._max)
+            self._events.append(Switched(Format.PROTO))
+        else:
+            self._move(Input.OTHER_BYTE)
+            self._events.append(Closing(f"unrecognised protocol, first byte {first!r}"))
+
+    def _drain_xml(self, now: float) -> None:
+        while self.state is State.XML and len(self._events) < MAX_PENDING_EVENTS:
+            try:
+                frame = self._xml.next_frame()
+            except FramingError as exc:
+                if self._xml.hopeless:
+                    self._fatal(str(exc))
+                    return
+                self._reject(str(exc), now)
+                continue
+            if frame is None:
+                return
+            try:
+                event, facts = parse_event(frame)
+            except ProtocolError as exc:
+                self._reject(str(exc), now)
+                continue
+            if event.type == "t-x-takp-q":
+                self._negotiate(event, now)
+            else:
+                self._events.append(Received(event, facts, xml=frame))
+
+    def _negotiate(self, request: Event, now: float) -> None:
+        match = _TAK_REQUEST.search(request.detail.xml)
+        accept = self.offer_v1 and match is not None and match.group(1) == "1"
+        self._outgoing += control_event(
+            "t-x-takp-r", "protouid",
+            f'<TakControl><TakResponse status="{str(accept).lower()}"/></TakControl>', now)
+        if accept:
+            self._move(Input.V1_REQUEST)
+            self._proto = ProtoStreamFramer(self._max)
+            self._events.append(Switched(Format.PROTO))
+            leftover = self._xml.pending()
+            if leftover:
+                self._proto.feed(leftover)
+                self._drain_proto(now)
+
+    def _drain_proto(self, now: float) -> None:
+        assert self._proto is not None
+        while self.state is State.PROTO and len(self._events) < MAX_PENDING_EVENTS:
+            try:
+                payload = self._proto.next_frame()
+            except FramingError as exc:
+                self._fatal(str(exc))
+                return
+            if payload is None:
+                return
+            try:
+                decoded = payload_to_event(payload)
+            except ProtocolError as exc:
+                self._reject(str(exc), now)
+                continue
+            if decoded is not None:
+                self._events.append(Received(decoded[0], decoded[1], payload=payload))
+
+    def _reject(self, reason: str, now: float) -> None:
+        self.rejected_total += 1
+        self._events.append(Rejected(reason))
+        self._rejects.append(now)
+        if len(self._rejects) > MAX_REJECTS and now - self._rejects[0] < REJECT_WINDOW:
+            self._fatal(f"more than {MAX_REJECTS} bad messages within {REJECT_WINDOW:.0f} s")
+
+    def _fatal(self, reason: str) -> None:
+        self._move(Input.FATAL)
+        self._events.append(Closing(reason))
+
+    def next_event(self) -> StreamEvent | None:
+        """The next stream event, or None when more data is needed."""
+        if not self._events:
+            # A single read may hold more than MAX_PENDING_EVENTS messages;
+            # the rest stay framed-but-unparsed until drained here.
+            if self.state is State.XML:
+                self._drain_xml(self._now)
+            elif self.state is State.PROTO and self._proto is not None:
+                self._drain_proto(self._now)
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> bytes:
+        """Control bytes the protocol itself must send (negotiation)."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
