@@ -1,0 +1,31 @@
+# fieldc2: `make demo` and `make test` work on a fresh machine with python3.
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## Start a command post with simulated field units and a live view (Ctrl+C stops).
+demo: $(STAMP)
+	$(VENV)/bin/fieldc2 demo
+
+## Lint, type-check and run the whole test suite.
+test: $(STAMP) lint
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+## Fan-out benchmark (see docs/benchmarks.md).
+bench: $(STAMP)
+	$(VENV)/bin/python bench/fanout.py --clients 10 100 250 500
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""HTTP: the Marti endpoints TAK clients call (later: REST API, WebSocket feed)."""

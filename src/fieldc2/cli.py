@@ -1,0 +1,145 @@
+"""``fieldc2`` commands: a thin layer over the library.
+
+Only this module and :mod:`fieldc2.config` read files and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from fieldc2 import __version__
+from fieldc2.config import DEFAULT_TOML, Config, load_config
+from fieldc2.errors import FieldC2Error
+
+log = logging.getLogger("fieldc2")
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML configuration (write one with `fieldc2 init`)")
+    parser.add_argument("--bind", metavar="ADDR",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    parser.add_argument("--tcp-port", type=int, metavar="N",
+                        help="CoT over TCP port (default 8087)")
+    parser.add_argument("--http-port", type=int, metavar="N",
+                        help="Marti API port (default 8443)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="where the database lives (default ./fieldc2-data)")
+    parser.add_argument("--multicast", action="store_true", default=None,
+                        help="bridge mesh SA on 239.2.3.1:6969 (off by default)")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"], help="default: info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldc2",
+        description="Command and control for field teams on bad networks. "
+                    "TAK clients (ATAK, WinTAK, iTAK) connect unchanged.")
+    parser.add_argument("--version", action="version", version=f"fieldc2 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a command post",
+                           description="Run a command post: CoT streaming on TCP, the Marti "
+                                       "API, the picture stored in SQLite. Ctrl+C stops it.")
+    _server_flags(serve)
+
+    init = sub.add_parser("init", help="write a commented default configuration",
+                          description="Write a commented default TOML configuration.")
+    init.add_argument("path", nargs="?", type=Path, default=Path("fieldc2.toml"),
+                      help="where to write it (default ./fieldc2.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    demo = sub.add_parser("demo", help="a command post with simulated field units, live view",
+                          description="Start a command post on the embedded defaults with "
+                                      "simulated field units reporting, and show clients and "
+                                      "events live. Ctrl+C stops it.")
+    _server_flags(demo)
+    demo.add_argument("--units", type=int, default=6, help="simulated field units (default 6)")
+    demo.add_argument("--duration", type=float, default=0.0,
+                      help="stop after this many seconds (default: run until Ctrl+C)")
+    demo.add_argument("--no-live", action="store_true",
+                      help="print a summary line every few seconds instead of the live view")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(
+        args.config,
+        bind=args.bind,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        **{"stream.tcp_port": args.tcp_port, "http.port": args.http_port,
+           "multicast.enabled": args.multicast},
+    )
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+        factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - Windows
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
+
+
+async def _serve(config: Config) -> None:
+    from fieldc2.server import CommandPost
+
+    async with CommandPost(config) as post:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, post.request_stop)
+        log.info("command post ready; data in %s; Ctrl+C stops it", config.data_dir)
+        await post.serve_forever()
+        log.info("shutting down")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    if path.exists() and not args.force:
+        print(f"fieldc2: {path} exists; use --force to overwrite it", file=sys.stderr)
+        return 1
+    path.write_text(DEFAULT_TOML)
+    print(f"wrote {path}; start with: fieldc2 serve --config {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO) if "log_level" in args
+        else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        if args.command == "init":
+            return cmd_init(args)
+        config = _config(args)
+        if args.command == "serve":
+            _run(_serve(config))
+        elif args.command == "demo":
+            from fieldc2.demo import run_demo
+            _run(run_demo(config, units=args.units, duration=args.duration, live=not args.no_live))
+    except FieldC2Error as exc:
+        print(f"fieldc2: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fieldc2: {exc} (is another server on that port? try --tcp-port/--http-port)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            print("stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

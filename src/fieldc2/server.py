@@ -1,0 +1,444 @@
+"""The command post: listeners, router, picture, fan-out, store and bus.
+
+Data flow for one event: a connection's :class:`CotStream` decodes it once →
+:meth:`CommandPost.received` → :class:`Router` decides who may see it → the
+picture and the store batch are updated → it joins the tick batch → at the
+tick it is encoded once per wire format and written to each recipient in one
+write per tick.
+
+``CommandPost`` is an async context manager that owns all its tasks and shuts
+them down in order: stop accepting, last flush, close clients, write the last
+store batch, close bus and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from fieldc2.bus import Bus, open_bus
+from fieldc2.config import Config
+from fieldc2.errors import BackendError, ProtocolError
+from fieldc2.fanout import Outgoing, TickBatch, deliver_bucket
+from fieldc2.model.cot import NO_FACTS, Event, EventFacts
+from fieldc2.picture import Picture
+from fieldc2.protocol.cot_xml import parse_event
+from fieldc2.protocol.stream import CotStream, Received
+from fieldc2.router import Broadcast, Directed, Drop, GroupKey, Peer, Pong, Router
+from fieldc2.store import Store, StoredEvent, open_store
+from fieldc2.transport.stream import ClientConnection
+
+log = logging.getLogger("fieldc2.server")
+
+#: Store writes waiting for the database.  At 500 events/s this is over three
+#: minutes of history: a database stall that long is logged and the oldest
+#: history dropped rather than letting memory grow; the live picture is kept.
+MAX_PENDING_WRITES = 100_000
+#: How often stale picture entries and old history are swept, seconds.
+EXPIRE_INTERVAL = 10.0
+BUS_SUBJECT = "fieldc2.cot"
+PONG_STALE_MS = 20_000
+
+
+class _BusEvent(msgspec.Struct, array_like=True):
+    groups: list[str]
+    xml: bytes
+
+
+#: Recent events kept for live views (the demo, later the web feed).
+RECENT_EVENTS = 50
+#: Clients remembered for ``clientEndPoints`` after they disconnect.  Oldest
+#: disconnected ones are forgotten first.
+MAX_ENDPOINTS = 10_000
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """A client the server has seen, as the Marti API reports it."""
+
+    uid: str
+    callsign: str = ""
+    team: str = ""
+    role: str = ""
+    takv: str = ""
+    groups: tuple[str, ...] = ()
+    last_event_ms: int = 0
+    status: str = "Connected"
+
+
+@dataclass
+class Stats:
+    """Counters for the live view and the benchmark."""
+
+    received: int = 0
+    delivered: int = 0
+    connections: int = 0
+    dropped_writes: int = 0
+
+
+class CommandPost:
+    """One command post server."""
+
+    def __init__(self, config: Config, *, store: Store | None = None, bus: Bus | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.node_id = uuid.uuid4().hex[:12]
+        self.store: Store = store if store is not None else open_store(config.store,
+                                                                        config.data_dir)
+        self.bus: Bus = bus if bus is not None else open_bus(config.bus)
+        self.router = Router(config.groups)
+        self.picture = Picture()
+        self.stats = Stats()
+        self.clients: dict[int, ClientConnection] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.recent: deque[Outgoing] = deque(maxlen=RECENT_EVENTS)
+        self._ids = itertools.count(1)
+        self._batch = TickBatch()
+        self._bus_out: list[_BusEvent] = []
+        self._pending: list[StoredEvent] = []
+        self._pending_deletes: list[str] = []
+        self._write_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._servers: list[asyncio.Server] = []
+        self._http: Any = None
+        self._mesh: Any = None
+        self._stopping = asyncio.Event()
+        self._bus_peer = Peer(0, frozenset())
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> CommandPost:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self._load_picture()
+        await self.bus.open()
+        subscription = await self.bus.subscribe(BUS_SUBJECT)
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.stream.tcp_enabled:
+            server = await loop.create_server(
+                self._new_client, cfg.bind, cfg.stream.tcp_port, reuse_address=True, backlog=1024)
+            self._servers.append(server)
+            log.info("CoT over TCP on %s:%d", cfg.bind, self.tcp_port)
+        if cfg.http.enabled:
+            from fieldc2.api.http import HttpService
+            self._http = HttpService(self)
+            await self._http.start()
+        if cfg.multicast.enabled:
+            from fieldc2.transport.multicast import MeshBridge
+            self._mesh = MeshBridge(self, cfg.multicast, next(self._ids))
+            await self._mesh.start()
+        self._tasks = [
+            asyncio.create_task(self._ticker(), name="fieldc2-tick"),
+            asyncio.create_task(self._housekeeping(), name="fieldc2-housekeeping"),
+            asyncio.create_task(self._writer(), name="fieldc2-store-writer"),
+            asyncio.create_task(self._bus_reader(subscription), name="fieldc2-bus"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for server in self._servers:
+            server.close()
+        if self._http is not None:
+            await self._http.stop()
+        self.flush()
+        for client in list(self.clients.values()):
+            client.close("server shutting down", logging.INFO)
+        if self._mesh is not None:
+            self._mesh.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._write_pending()
+        await self.bus.close()
+        await self.store.close()
+        for server in self._servers:
+            await server.wait_closed()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to return (from a signal handler)."""
+        self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        await self._stopping.wait()
+
+    @property
+    def tcp_port(self) -> int:
+        port: int = self._servers[0].sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def http_port(self) -> int:
+        return int(self._http.port) if self._http is not None else 0
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # --- connections -----------------------------------------------------------
+
+    def _new_client(self) -> ClientConnection:
+        stream = CotStream(offer_v1=self.config.stream.offer_tak_v1,
+                           max_event_size=self.config.stream.max_event_size)
+        s = self.config.stream
+        return ClientConnection(self, next(self._ids), self.router.initial_groups(), stream,
+                                s.max_backlog, s.write_buffer_high)
+
+    def connected(self, client: ClientConnection) -> None:
+        self.clients[client.id] = client
+        self.router.join(client)
+        self.stats.connections += 1
+        loop = asyncio.get_running_loop()
+        client.picture_timer = loop.call_later(
+            self.config.stream.picture_delay, self._send_picture, client)
+        log.info("%s: connected", client.label)
+
+    def disconnected(self, client: ClientConnection, reason: str) -> None:
+        self.clients.pop(client.id, None)
+        self.router.leave(client)
+        endpoint = self.endpoints.get(client.uid)
+        if endpoint is not None and not any(c.uid == client.uid for c in self.clients.values()):
+            endpoint.status = "Disconnected"
+        log.info("%s: disconnected (%s)", client.label, reason)
+
+    def _send_picture(self, client: ClientConnection) -> None:
+        if client.picture_timer is not None:
+            client.picture_timer.cancel()
+            client.picture_timer = None
+        items = list(self.picture.visible(client.groups, self.now_ms(), exclude_uid=client.uid))
+        if items:
+            client.write_items(items)
+
+    # --- the receive path ------------------------------------------------------
+
+    def received(self, client: ClientConnection, message: Received) -> None:
+        event, facts = message.event, message.facts
+        self.stats.received += 1
+        regrouped = self.router.observe(client, event)
+        if event.uid == client.uid:
+            self._note_endpoint(client, event)
+        if client.picture_timer is not None or regrouped:
+            self._send_picture(client)
+        route = self.router.route(client, event, facts)
+        match route:
+            case Broadcast(key=key):
+                item = Outgoing(event, facts, key, client.id, message.xml, message.payload)
+                self._batch.add(item)
+                self._record(item, local=True)
+            case Directed(key=key, recipients=recipients):
+                item = Outgoing(event, facts, key, client.id, message.xml, message.payload)
+                self._deliver_directed(item, recipients)
+                self._record(item, local=True)
+            case Pong():
+                client.write_items([self._pong()])
+            case Drop():
+                pass
+
+    def _note_endpoint(self, client: ClientConnection, event: Event) -> None:
+        endpoint = self.endpoints.get(client.uid)
+        if endpoint is None:
+            if len(self.endpoints) >= MAX_ENDPOINTS:
+                self._forget_endpoint()
+            endpoint = self.endpoints[client.uid] = Endpoint(client.uid)
+        detail = event.detail
+        endpoint.callsign = client.callsign
+        endpoint.groups = tuple(sorted(client.groups))
+        endpoint.last_event_ms = self.now_ms()
+        endpoint.status = "Connected"
+        if detail.group is not None:
+            endpoint.team, endpoint.role = detail.group.name, detail.group.role
+        if detail.takv is not None:
+            takv = detail.takv
+            endpoint.takv = f"{takv.device}:{takv.os}:{takv.platform}:{takv.version}"
+
+    def _forget_endpoint(self) -> None:
+        for uid, endpoint in self.endpoints.items():
+            if endpoint.status != "Connected":
+                del self.endpoints[uid]
+                return
+        self.endpoints.pop(next(iter(self.endpoints)))
+
+    def known_groups(self) -> list[str]:
+        names = {self.config.groups.default}
+        for groups in self.config.groups.members.values():
+            names.update(groups)
+        for client in self.clients.values():
+            names.update(client.groups)
+        return sorted(names)
+
+    def _deliver_directed(self, item: Outgoing, recipients: tuple[int, ...]) -> None:
+        for rid in recipients:
+            target = self.clients.get(rid)
+            if target is None:
+                continue
+            if target.wants_items:
+                target.take_items([item])
+            else:
+                target.write_items([item])
+            self.stats.delivered += 1
+
+    def _pong(self) -> Outgoing:
+        now = self.now_ms()
+        pong = Event(uid="takPong", type="t-x-c-t-r", how="h-g-i-g-o", time=now, start=now,
+                     stale=now + PONG_STALE_MS)
+        return Outgoing(pong, NO_FACTS, frozenset(), 0)
+
+    def _record(self, item: Outgoing, *, local: bool) -> None:
+        now = self.now_ms()
+        self.recent.append(item)
+        kept, removed = self.picture.apply(item, now)
+        if removed:
+            self._pending_deletes.extend(removed)
+        if local:
+            self._bus_out.append(_BusEvent(sorted(item.key), item.xml()))
+            event = item.event
+            self._pending.append(StoredEvent(
+                uid=event.uid, type=event.type, time=event.time, stale=event.stale,
+                received=now, groups=tuple(sorted(item.key)), xml=item.xml(), current=kept))
+            if len(self._pending) > MAX_PENDING_WRITES:
+                dropped = len(self._pending) - MAX_PENDING_WRITES
+                del self._pending[:dropped]
+                self.stats.dropped_writes += dropped
+                log.error("store is not keeping up: dropped %d history records", dropped)
+
+    # --- ticks -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write this tick's events to every recipient, once per wire format."""
+        if self._batch:
+            audience = self.router.audience
+            for key, bucket in self._batch.take().items():
+                self.stats.delivered += deliver_bucket(bucket.items, bucket.senders,
+                                                       audience(key))
+                if self._mesh is not None:
+                    self._mesh.forward(bucket.items, key)
+        if self._pending or self._pending_deletes:
+            self._write_wanted.set()
+        if self._bus_out:
+            batch, self._bus_out = self._bus_out, []
+            data = msgspec.msgpack.encode(batch)
+            asyncio.get_running_loop().create_task(
+                self.bus.publish(BUS_SUBJECT, self.node_id, data))
+
+    async def _ticker(self) -> None:
+        interval = self.config.stream.flush_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.flush()
+
+    async def _housekeeping(self) -> None:
+        last_expire = 0.0
+        timeout = self.config.stream.slow_client_timeout
+        while True:
+            await asyncio.sleep(1.0)
+            for client in list(self.clients.values()):
+                if client.slow_for > timeout:
+                    client.close(f"too slow: could not take writes for {timeout:.0f} s")
+            now = self.clock()
+            if now - last_expire >= EXPIRE_INTERVAL:
+                last_expire = now
+                await self._expire(now)
+
+    async def _expire(self, now: float) -> None:
+        now_ms = int(now * 1000)
+        self.picture.expire(now_ms)
+        retention_ms = int(self.config.store.history_retention * 1000)
+        try:
+            await self.store.expire(now_ms, now_ms - retention_ms)
+        except BackendError as exc:
+            log.error("expiring old records failed: %s", exc)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._write_wanted.wait()
+            self._write_wanted.clear()
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        events, self._pending = self._pending, []
+        deletes, self._pending_deletes = self._pending_deletes, []
+        if not (events or deletes):
+            return
+        try:
+            await self.store.write(events, deletes)
+        except BackendError as exc:
+            log.error("could not persist %d events: %s", len(events), exc)
+
+    async def _load_picture(self) -> None:
+        restored = 0
+        for stored in await self.store.latest(self.now_ms()):
+            try:
+                event, facts = parse_event(stored.xml)
+            except ProtocolError as exc:
+                log.warning("stored event %s is unreadable, skipped: %s", stored.uid, exc)
+                continue
+            self.picture.restore(Outgoing(event, facts, frozenset(stored.groups), 0, stored.xml))
+            restored += 1
+        if restored:
+            log.info("restored %d items of the picture from the store", restored)
+
+    # --- other instances -------------------------------------------------------
+
+    async def _bus_reader(self, subscription: Any) -> None:
+        decoder = msgspec.msgpack.Decoder(list[_BusEvent])
+        async for message in subscription:
+            if message.origin == self.node_id:
+                continue
+            try:
+                batch = decoder.decode(message.data)
+            except msgspec.DecodeError:
+                log.warning("undecodable bus message from %s", message.origin)
+                continue
+            for remote in batch:
+                self._inject(frozenset(remote.groups), remote.xml)
+
+    def _inject(self, key: GroupKey, xml: bytes) -> None:
+        """Route an event that arrived from another instance or the mesh."""
+        try:
+            event, facts = parse_event(xml)
+        except ProtocolError as exc:
+            log.warning("dropped a relayed event: %s", exc)
+            return
+        self.inject_event(event, facts, key, sender=0, xml=xml, local=False)
+
+    def inject_event(self, event: Event, facts: EventFacts, key: GroupKey, *, sender: int,
+                     xml: bytes | None = None, payload: bytes | None = None,
+                     local: bool = True) -> None:
+        """Route an event that did not come from a stream client."""
+        peer = self._bus_peer
+        peer.groups = key
+        peer.id = sender
+        route = self.router.route(peer, event, facts)
+        item = Outgoing(event, facts, key, sender, xml, payload)
+        if isinstance(route, Broadcast):
+            self._batch.add(item)
+        elif isinstance(route, Directed):
+            self._deliver_directed(item, route.recipients)
+        else:
+            return
+        self.stats.received += 1
+        self._record(item, local=local)
+
+    def client_list(self) -> Iterator[ClientConnection]:
+        return iter(list(self.clients.values()))
+

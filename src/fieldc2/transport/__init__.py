@@ -1,0 +1,1 @@
+"""asyncio shells: sockets in, sans-I/O cores, sockets out."""
