@@ -94,10 +94,11 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 async def _serve(config: Config) -> None:
     from fieldc2.server import CommandPost
 
-    async with CommandPost(config) as post:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, post.request_stop)
+    post = CommandPost(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before start: a signal during start counts
+        loop.add_signal_handler(sig, post.request_stop)
+    async with post:
         log.info("command post ready; data in %s; Ctrl+C stops it", config.data_dir)
         await post.serve_forever()
         log.info("shutting down")

@@ -173,7 +173,8 @@ def load_config(path: Path | None = None, **overrides: Any) -> Config:
         try:
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} not found; create one with `fieldc2 init`") from exc
+            raise ConfigError(
+                f"config file {path} not found; create one with `fieldc2 init`") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     for key, value in overrides.items():

@@ -64,10 +64,7 @@ async def _chatter(units: list[FieldUnit], post: CommandPost, stop: asyncio.Even
         if stop.is_set() or not units:
             return
         unit = random.choice(units)
-        reader, writer = await asyncio.open_connection(post.config.bind, post.tcp_port)
-        writer.write(chat(unit.uid, unit.callsign, random.choice(lines)))
-        await writer.drain()
-        writer.close()
+        unit.outbox.append(chat(unit.uid, unit.callsign, random.choice(lines)))
 
 
 async def run_demo(config: Config, *, units: int, duration: float, live: bool) -> None:

@@ -2,11 +2,11 @@
 
 from fieldc2.model.cot import (
     NO_FACTS,
-    EventFacts,
     UNKNOWN_ERROR,
     Contact,
     Detail,
     Event,
+    EventFacts,
     Group,
     PrecisionLocation,
     Status,
@@ -16,11 +16,11 @@ from fieldc2.model.cot import (
 
 __all__ = [
     "NO_FACTS",
-    "EventFacts",
     "UNKNOWN_ERROR",
     "Contact",
     "Detail",
     "Event",
+    "EventFacts",
     "Group",
     "PrecisionLocation",
     "Status",

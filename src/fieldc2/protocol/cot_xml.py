@@ -27,7 +27,6 @@ from typing import Any
 from fieldc2.errors import CotError
 from fieldc2.model.cot import (
     NO_FACTS,
-    UNKNOWN_ERROR,
     Contact,
     Detail,
     Event,
@@ -62,7 +61,8 @@ def parse_time(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise CotError(f"bad time {text[:40]!r}: expected ISO-8601 like 2024-01-01T00:00:00Z") from exc
+        raise CotError(
+            f"bad time {text[:40]!r}: expected ISO-8601 like 2024-01-01T00:00:00Z") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return round(moment.timestamp() * 1000)
@@ -359,4 +359,4 @@ def serialize_event(event: Event) -> bytes:
         f'<point lat="{_num(event.lat)}" lon="{_num(event.lon)}" hae="{_num(event.hae)}"'
         f' ce="{_num(event.ce)}" le="{_num(event.le)}"/>'
         f"<detail>{inner}</detail></event>"
-    ).encode("utf-8")
+    ).encode()

@@ -144,7 +144,7 @@ class CotStream:
         self._now = now
         if self.state is State.DETECT:
             self._detect(data, now)
-            if self.state is State.CLOSED:
+            if self.state not in (State.XML, State.PROTO):
                 return
         if self.state is State.XML:
             self._xml.feed(data)

@@ -91,7 +91,8 @@ def event_to_payload(event: Event) -> bytes:
     cot.ce = event.ce
     cot.le = event.le
     _fill_detail(cot.detail, event.detail)
-    return message.SerializeToString()
+    data: bytes = message.SerializeToString()
+    return data
 
 
 def _fill_detail(target: object, detail: Detail) -> None:

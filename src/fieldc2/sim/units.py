@@ -78,6 +78,8 @@ class FieldUnit:
     _x: float = 0.0
     _y: float = 0.0
     _leg_left: float = 30.0
+    outbox: list[bytes] = field(default_factory=list)
+    """Extra messages (chat, alerts) sent with the next report."""
 
     def step(self, dt: float) -> tuple[float, float]:
         """Advance along an expanding square (legs 30 m, 30 m, 60 m, 60 m...)."""
@@ -109,7 +111,8 @@ class FieldUnit:
         drain = asyncio.create_task(self._read(reader))
         try:
             while not stop.is_set():
-                writer.write(self.report())
+                writer.write(self.report() + b"".join(self.outbox))
+                self.outbox.clear()
                 self.sent += 1
                 await writer.drain()
                 with contextlib.suppress(TimeoutError):

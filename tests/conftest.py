@@ -1,0 +1,44 @@
+"""Shared fixtures: a real command post on loopback with ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldc2.config import Config, HttpConfig, StoreConfig, StreamConfig
+from fieldc2.server import CommandPost
+
+
+def make_config(data_dir: Path, **stream: Any) -> Config:
+    """A config on loopback with OS-chosen ports and quick ticks for tests."""
+    stream.setdefault("tcp_port", 0)
+    stream.setdefault("flush_interval", 0.02)
+    stream.setdefault("picture_delay", 0.2)
+    return Config(
+        bind="127.0.0.1",
+        data_dir=data_dir,
+        stream=StreamConfig(**stream),
+        http=HttpConfig(port=0),
+        store=StoreConfig(backend="sqlite"),
+    )
+
+
+@pytest.fixture
+async def post(tmp_path: Path) -> AsyncIterator[CommandPost]:
+    """A running command post with the default SQLite store in tmp_path."""
+    async with CommandPost(make_config(tmp_path)) as running:
+        yield running
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` is true, failing the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        await asyncio.sleep(0.02)
