@@ -18,6 +18,12 @@ def report(uid: str, callsign: str, group: str | None = None, *, cot_type: str =
     return Event(uid=uid, type=cot_type, time=t, start=t, stale=stale, detail=detail)
 
 
+def facts_of(event: Event) -> EventFacts:
+    contact, group = event.detail.contact, event.detail.group
+    return EventFacts(callsign=contact.callsign if contact else None,
+                      group=group.name if group else None)
+
+
 def plain(uid: str, cot_type: str, *, t: int = NOW, stale: int = NOW + 60_000) -> Event:
     return Event(uid=uid, type=cot_type, time=t, start=t, stale=stale)
 
@@ -25,7 +31,8 @@ def plain(uid: str, cot_type: str, *, t: int = NOW, stale: int = NOW + 60_000) -
 def joined(router: Router, pid: int, uid: str, callsign: str, group: str | None) -> Peer:
     peer = Peer(pid, router.initial_groups())
     router.join(peer)
-    router.observe(peer, report(uid, callsign, group))
+    event = report(uid, callsign, group)
+    router.observe(peer, event, facts_of(event))
     return peer
 
 
@@ -34,7 +41,8 @@ def test_self_report_sets_identity_and_group() -> None:
     peer = joined(router, 1, "ANDROID-1", "ALPHA", "Cyan")
     assert (peer.uid, peer.callsign, peer.groups) == ("ANDROID-1", "ALPHA", frozenset({"Cyan"}))
     # A marker the client drops (another uid) does not change who it is.
-    assert not router.observe(peer, report("MARKER-9", "Rally point", "Red"))
+    marker = report("MARKER-9", "Rally point", "Red")
+    assert not router.observe(peer, marker, facts_of(marker))
     assert peer.uid == "ANDROID-1" and peer.groups == frozenset({"Cyan"})
 
 
@@ -57,7 +65,8 @@ def test_audience_is_everyone_sharing_a_group_and_follows_changes() -> None:
     b = joined(router, 2, "U2", "B", "Cyan")
     c = joined(router, 3, "U3", "C", "Red")
     assert {p.id for p in router.audience(a.groups)} == {1, 2}
-    assert router.observe(c, report("U3", "C", "Cyan"))  # C changes team
+    moved = report("U3", "C", "Cyan")
+    assert router.observe(c, moved, facts_of(moved))  # C changes team
     assert {p.id for p in router.audience(a.groups)} == {1, 2, 3}
     router.leave(b)
     assert {p.id for p in router.audience(a.groups)} == {1, 3}
@@ -99,16 +108,29 @@ def test_picture_keeps_latest_non_stale_per_uid_for_its_groups() -> None:
     assert [i.event.uid for i in pic.visible(frozenset({"Cyan"}), NOW)] == ["U1"]
     assert [i.event.uid for i in pic.visible(frozenset({"Cyan", "Red"}), NOW)] == ["U1", "U2"]
     assert list(pic.visible(frozenset({"Cyan"}), NOW, exclude_uid="U1")) == []
-    assert pic.expire(NOW + 60_000) == ["U1", "U2"]
+    assert [uid for uid, _ in pic.expire(NOW + 60_000)] == ["U1", "U2"]
+
+
+def test_picture_keeps_groups_apart_for_the_same_uid() -> None:
+    pic = Picture()
+    pic.apply(item(report("X", "cyan view")), NOW)
+    pic.apply(item(report("X", "red view", t=NOW + 5), key="Red"), NOW)
+    assert [i.event.callsign for i in pic.visible(frozenset({"Cyan"}), NOW)] == ["cyan view"]
+    deleted = pic.apply(item(plain("d", "t-x-d-d"), EventFacts(link_uids=("X",)), key="Red"), NOW)
+    assert deleted == (False, (("X", frozenset({"Red"})),))
+    assert [i.event.callsign for i in pic.visible(frozenset({"Cyan"}), NOW)] == ["cyan view"]
 
 
 def test_picture_delete_and_alert_lifecycle() -> None:
     pic = Picture()
     pic.apply(item(plain("M1", "b-m-p-s-m")), NOW)
     kept, removed = pic.apply(item(plain("d", "t-x-d-d"), EventFacts(link_uids=("M1",))), NOW)
-    assert (kept, removed) == (False, ("M1",))
+    assert (kept, removed) == (False, (("M1", frozenset({"Cyan"})),))
     pic.apply(item(plain("U1-9-1-1", "b-a-o-tbl", stale=NOW + 10)), NOW)
     pic.expire(NOW + 100_000)  # alerts outlive their stale time
     assert [i.event.uid for i in pic.visible(frozenset({"Cyan"}), NOW + 100_000)] == ["U1-9-1-1"]
-    assert pic.apply(item(plain("U1-9-1-1", "b-a-o-can")), NOW) == (False, ("U1-9-1-1",))
+    # Another group cannot cancel it; its own group can.
+    assert pic.apply(item(plain("U1-9-1-1", "b-a-o-can"), key="Red"), NOW) == (False, ())
+    assert pic.apply(item(plain("U1-9-1-1", "b-a-o-can")), NOW) \
+        == (False, (("U1-9-1-1", frozenset({"Cyan"})),))
     assert len(pic) == 0

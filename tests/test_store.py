@@ -56,13 +56,14 @@ async def test_alerts_survive_their_stale_time_until_deleted(store: Store) -> No
     await store.write([rec("911", cot_type="b-a-o-tbl", stale=NOW - 1)], [])
     await store.expire(NOW, history_before_ms=0)
     assert [e.uid for e in await store.latest(NOW)] == ["911"]
-    await store.write([], ["911"])
+    await store.write([], [("911", ("Cyan", "Red"))])
     assert await store.latest(NOW) == []
 
 
 async def test_delete_removes_latest_but_keeps_history(store: Store) -> None:
     await store.write([rec("a"), rec("b")], [])
-    await store.write([rec("del", cot_type="t-x-d-d", current=False)], ["a"])
+    await store.write([rec("del", cot_type="t-x-d-d", current=False)],
+                      [("a", ("Cyan", "Red")), ("b", ("Blue",))])
     assert [e.uid for e in await store.latest(NOW)] == ["b"]
     assert [e.uid for e in await store.history()] == ["a", "b", "del"]
 
@@ -90,6 +91,17 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
         assert (tmp_path / "fieldc2.sqlite3").exists()
     finally:
         await second.close()
+
+
+async def test_the_same_uid_in_two_audiences_is_two_entries(store: Store) -> None:
+    cyan = StoredEvent(uid="x", type="a-f-G", time=NOW, stale=NOW + 1000, received=NOW,
+                       groups=("Cyan",), xml=b"<cyan/>")
+    red = StoredEvent(uid="x", type="a-f-G", time=NOW, stale=NOW + 1000, received=NOW,
+                      groups=("Red",), xml=b"<red/>")
+    await store.write([cyan, red], [])
+    assert sorted(e.xml for e in await store.latest(NOW)) == [b"<cyan/>", b"<red/>"]
+    await store.write([], [("x", ("Red",))])
+    assert [e.xml for e in await store.latest(NOW)] == [b"<cyan/>"]
 
 
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:

@@ -92,40 +92,39 @@ class Router:
         self._by_callsign[peer.callsign].discard(peer.id)
         self._audiences.clear()
 
-    def observe(self, peer: Peer, event: Event) -> bool:
+    def observe(self, peer: Peer, event: Event, facts: EventFacts) -> bool:
         """Learn a peer's uid, callsign and groups from its self-report.
 
         The first ``a-*`` event with a ``<contact>`` that a peer sends is its
         self-report and fixes its uid; later events with that uid update its
         callsign and group.  Returns True when the peer's groups changed.
         """
-        contact = event.detail.contact
-        if contact is None or not event.type.startswith("a-"):
+        callsign = facts.callsign
+        if callsign is None or not event.type.startswith("a-"):
             return False
         if peer.uid and peer.uid != event.uid:
             return False  # a marker the client placed, not the client itself
         if not peer.uid:
             peer.uid = event.uid
             self._by_uid[peer.uid].add(peer.id)
-        if contact.callsign != peer.callsign:
+        if callsign != peer.callsign:
             self._by_callsign[peer.callsign].discard(peer.id)
-            peer.callsign = contact.callsign
-            self._by_callsign[peer.callsign].add(peer.id)
-        groups = self.groups_for(peer.uid, peer.callsign, event)
+            peer.callsign = callsign
+            self._by_callsign[callsign].add(peer.id)
+        groups = self.groups_for(peer.uid, peer.callsign, facts.group)
         if groups == peer.groups:
             return False
         peer.groups = groups
         self._audiences.clear()
         return True
 
-    def groups_for(self, uid: str, callsign: str, event: Event | None) -> GroupKey:
+    def groups_for(self, uid: str, callsign: str, group: str | None) -> GroupKey:
         members = self.config.members
         configured = members.get(uid) or members.get(callsign)
         if configured:
             return frozenset(configured)
-        group = event.detail.group if event is not None else None
-        if self.config.from_cot and group is not None and group.name:
-            return frozenset({group.name})
+        if self.config.from_cot and group:
+            return frozenset({group})
         return self.default_key
 
     def audience(self, key: GroupKey) -> tuple[Peer, ...]:

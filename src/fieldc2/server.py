@@ -108,7 +108,7 @@ class CommandPost:
         self._batch = TickBatch()
         self._bus_out: list[_BusEvent] = []
         self._pending: list[StoredEvent] = []
-        self._pending_deletes: list[str] = []
+        self._pending_deletes: list[tuple[str, tuple[str, ...]]] = []
         self._write_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._servers: list[asyncio.Server] = []
@@ -225,6 +225,10 @@ class CommandPost:
         if client.picture_timer is not None:
             client.picture_timer.cancel()
             client.picture_timer = None
+        client.stream.offer(self.clock())  # a silent client may be waiting for it
+        offer = client.stream.data_to_send()
+        if offer:
+            client.write(offer)
         items = list(self.picture.visible(client.groups, self.now_ms(), exclude_uid=client.uid))
         if items:
             client.write_items(items)
@@ -234,9 +238,9 @@ class CommandPost:
     def received(self, client: ClientConnection, message: Received) -> None:
         event, facts = message.event, message.facts
         self.stats.received += 1
-        regrouped = self.router.observe(client, event)
+        regrouped = self.router.observe(client, event, facts)
         if event.uid == client.uid:
-            self._note_endpoint(client, event)
+            self._note_endpoint(client, event, facts)
         if client.picture_timer is not None or regrouped:
             self._send_picture(client)
         route = self.router.route(client, event, facts)
@@ -254,7 +258,7 @@ class CommandPost:
             case Drop():
                 pass
 
-    def _note_endpoint(self, client: ClientConnection, event: Event) -> None:
+    def _note_endpoint(self, client: ClientConnection, event: Event, facts: EventFacts) -> None:
         endpoint = self.endpoints.get(client.uid)
         if endpoint is None:
             if len(self.endpoints) >= MAX_ENDPOINTS:
@@ -265,8 +269,8 @@ class CommandPost:
         endpoint.groups = tuple(sorted(client.groups))
         endpoint.last_event_ms = self.now_ms()
         endpoint.status = "Connected"
-        if detail.group is not None:
-            endpoint.team, endpoint.role = detail.group.name, detail.group.role
+        if facts.group is not None:
+            endpoint.team, endpoint.role = facts.group, facts.role
         if detail.takv is not None:
             takv = detail.takv
             endpoint.takv = f"{takv.device}:{takv.os}:{takv.platform}:{takv.version}"
@@ -308,7 +312,7 @@ class CommandPost:
         self.recent.append(item)
         kept, removed = self.picture.apply(item, now)
         if removed:
-            self._pending_deletes.extend(removed)
+            self._pending_deletes.extend((uid, tuple(sorted(key))) for uid, key in removed)
         if local:
             self._bus_out.append(_BusEvent(sorted(item.key), item.xml()))
             event = item.event

@@ -92,7 +92,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def callsign(self) -> str:
-        """The sender's display name, or ``""`` when the event carries none."""
+        """The typed contact's callsign, or ``""``.  A contact that protobuf
+        cannot hold stays in ``detail.xml``; routing reads the callsign from
+        ``EventFacts.callsign``, which covers both cases."""
         contact = self.detail.contact
         return contact.callsign if contact is not None else ""
 
@@ -104,7 +106,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 class EventFacts(msgspec.Struct, frozen=True, kw_only=True):
     """What routing needs from the detail, read once while decoding.
 
-    These are derived from ``Event.detail.xml`` by the decoder so that the
+    These are derived from the detail by the decoder so that the
     router never parses XML again: directed-message addressees
     (``<marti><dest callsign= uid=/></marti>``), the items a delete or
     receipt refers to (``<link uid=/>``) and whether an emergency is cancelled.
@@ -114,6 +116,13 @@ class EventFacts(msgspec.Struct, frozen=True, kw_only=True):
     dest_uids: tuple[str, ...] = ()
     link_uids: tuple[str, ...] = ()
     emergency_cancel: bool = False
+    callsign: str | None = None
+    """``<contact callsign=>``; None when the event has no contact at all.
+    Read here whether or not the contact fits the typed field."""
+    group: str | None = None
+    """``<__group name=>``; None when the event names no group."""
+    role: str = ""
+    """``<__group role=>``."""
 
     @property
     def directed(self) -> bool:

@@ -43,6 +43,9 @@ from fieldc2.model.cot import (
 #: detail while refusing the deeply nested inputs that exhaust parsers.
 MAX_DEPTH = 32
 
+#: 9999-12-31T23:59:59.999Z: the last instant ISO-8601 (and datetime) can write.
+MAX_TIME_MS = 253_402_300_799_999
+
 _PARAM_ENTITY_PARSING_NEVER = 0
 
 # Typed detail elements: name -> (model field, attributes that map losslessly).
@@ -65,7 +68,10 @@ def parse_time(text: str) -> int:
             f"bad time {text[:40]!r}: expected ISO-8601 like 2024-01-01T00:00:00Z") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
+    ms = round(moment.timestamp() * 1000)
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise CotError(f"time {text[:40]!r} is outside 1970-9999")
+    return ms
 
 
 def format_time(ms: int) -> str:
@@ -90,7 +96,8 @@ def _typed_value(name: str, attrs: dict[str, str]) -> Any:
         return None  # an empty attribute would not survive protobuf's defaults
     if name == "status":
         battery = attrs.get("battery", "0")
-        return Status(battery=int(battery)) if battery.isdigit() and len(battery) < 10 else None
+        ok = battery.isascii() and battery.isdigit() and len(battery) < 10
+        return Status(battery=int(battery)) if ok else None
     if name == "track":
         try:
             speed, course = float(attrs.get("speed", "0")), float(attrs.get("course", "0"))
@@ -107,9 +114,13 @@ def _typed_value(name: str, attrs: dict[str, str]) -> Any:
 class _EventBuilder:
     """Expat callbacks that fill one event.  Used once, then dropped."""
 
-    def __init__(self, data: bytes, wrapped_detail: bool) -> None:
+    def __init__(self, data: bytes, wrapped_detail: bool,
+                 taken: frozenset[str] = frozenset()) -> None:
         self.data = data
-        self.parser = ParserCreate()
+        self.taken = taken
+        self.in_detail = wrapped_detail
+        self.seen_detail = False
+        self.parser = ParserCreate("utf-8")
         self.parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
         self.parser.StartDoctypeDeclHandler = self._refuse_doctype
         self.parser.EntityDeclHandler = self._refuse_entity
@@ -133,6 +144,9 @@ class _EventBuilder:
         self.link_uids: list[str] = []
         self.emergency_cancel = False
         self.in_marti = False
+        self.callsign: str | None = None
+        self.group: str | None = None
+        self.role = ""
 
     @staticmethod
     def _refuse_doctype(*_: object) -> None:
@@ -151,9 +165,13 @@ class _EventBuilder:
         depth = self.depth
         if depth > MAX_DEPTH:
             raise CotError(f"nesting deeper than {MAX_DEPTH} levels")
-        if depth == self.detail_depth + 1:
+        if depth == 2 and self.detail_depth == 2 and name == "detail":
+            if self.seen_detail:
+                raise CotError("more than one <detail>")
+            self.in_detail = self.seen_detail = True
+        if depth == self.detail_depth + 1 and self.in_detail:
             self._detail_child(name, attrs)
-        elif depth > self.detail_depth + 1:
+        elif depth > self.detail_depth + 1 and self.in_detail:
             self._keep_typed_as_xml()  # a typed element with children stays XML
             if depth == self.detail_depth + 2 and self.in_marti and name == "dest":
                 self._dest(attrs)
@@ -173,8 +191,13 @@ class _EventBuilder:
             self.link_uids.append(attrs["uid"])
         elif name == "emergency" and attrs.get("cancel", "").lower() == "true":
             self.emergency_cancel = True
+        elif name == "contact" and self.callsign is None:
+            self.callsign = attrs.get("callsign", "")
+        elif name == "__group" and self.group is None:
+            self.group, self.role = attrs.get("name", ""), attrs.get("role", "")
         spec = _TYPED.get(name)
-        if spec is not None and spec[0] not in self.typed and attrs.keys() <= spec[1]:
+        if (spec is not None and spec[0] not in self.typed and spec[0] not in self.taken
+                and attrs.keys() <= spec[1]):
             self.current_typed = (name, attrs)
             self.child_kept.append(False)
         else:
@@ -208,9 +231,10 @@ class _EventBuilder:
             self.typed[_TYPED[name][0]] = value
 
     def _end(self, name: str) -> None:
-        if self.depth == self.detail_depth:
+        if self.depth == self.detail_depth and self.in_detail:
             self._close_typed()
             self.detail_end = self.parser.CurrentByteIndex
+            self.in_detail = False
         self.depth -= 1
 
     def run(self) -> None:
@@ -228,17 +252,24 @@ class _EventBuilder:
             if self.child_kept[index]:
                 end = starts[index + 1] if index + 1 < len(starts) else self.detail_end
                 pieces.append(self.data[start:end].rstrip())
-        xml = b"".join(pieces).decode("utf-8") if pieces else ""
+        joined = b"".join(pieces)
+        if b"</event" in joined:
+            raise CotError("'</event' inside detail would end the event early for stream readers")
+        xml = joined.decode("utf-8") if pieces else ""
         return Detail(xml=xml, **self.typed) if (self.typed or xml) else _EMPTY_DETAIL
 
     def facts(self) -> EventFacts:
-        if not (self.dest_callsigns or self.dest_uids or self.link_uids or self.emergency_cancel):
+        if not (self.dest_callsigns or self.dest_uids or self.link_uids or self.emergency_cancel
+                or self.callsign is not None or self.group is not None):
             return NO_FACTS
         return EventFacts(
             dest_callsigns=tuple(self.dest_callsigns),
             dest_uids=tuple(self.dest_uids),
             link_uids=tuple(self.link_uids),
             emergency_cancel=self.emergency_cancel,
+            callsign=self.callsign,
+            group=self.group,
+            role=self.role,
         )
 
 
@@ -284,7 +315,7 @@ def parse_event(data: bytes) -> tuple[Event, EventFacts]:
     return event, builder.facts()
 
 
-def parse_detail_xml(xml: str) -> tuple[Detail, EventFacts]:
+def parse_detail_xml(xml: str, taken: frozenset[str] = frozenset()) -> tuple[Detail, EventFacts]:
     """Validate and read a protobuf ``xmlDetail`` string.
 
     It arrives from a peer and is later written inside XML sent to others, so
@@ -292,7 +323,7 @@ def parse_detail_xml(xml: str) -> tuple[Detail, EventFacts]:
     ``</detail>``, an entity, a DOCTYPE) is refused rather than forwarded.
     """
     data = b"<detail>" + xml.encode("utf-8") + b"</detail>"
-    builder = _EventBuilder(data, wrapped_detail=True)
+    builder = _EventBuilder(data, wrapped_detail=True, taken=taken)
     builder.run()
     return builder.detail(), builder.facts()
 
@@ -303,13 +334,13 @@ _ATTR_ESCAPES = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;",
      "\t": "&#9;"}
 )
-# Characters XML 1.0 cannot carry at all (protobuf strings may hold them).
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+#: Characters XML 1.0 cannot carry at all (protobuf strings may hold them).
+XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _attr(value: str) -> str:
     value = value.translate(_ATTR_ESCAPES)
-    return _XML_INVALID.sub("", value) if _XML_INVALID.search(value) else value
+    return XML_INVALID.sub("", value) if XML_INVALID.search(value) else value
 
 
 def _num(value: float) -> str:

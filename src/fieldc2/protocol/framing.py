@@ -74,11 +74,12 @@ class XmlFramer:
             del buf[:end]
             raise OversizeError(f"event of {end} bytes exceeds the {self.max_size}-byte limit")
         start = buf.find(b"<event", 0, end)
-        frame = bytes(buf[start:end]) if start >= 0 else b""
         prefix = bytes(buf[: start if start >= 0 else end])
-        del buf[:end]
         if not _only_declarations(prefix):
+            del buf[: len(prefix)]
             raise FramingError(f"skipped {len(prefix)} bytes of non-event data: {prefix[:40]!r}")
+        frame = bytes(buf[start:end])
+        del buf[:end]
         return frame
 
     def _start_discarding(self) -> None:

@@ -97,7 +97,7 @@ class Closing(msgspec.Struct, frozen=True, tag=True):
 
 StreamEvent = Received | Rejected | Switched | Closing
 
-_TAK_REQUEST = re.compile(r'<TakRequest[^>]*\bversion="(\d+)"')
+_TAK_REQUEST = re.compile(r"""<TakRequest\b[^>]*\bversion\s*=\s*["'](\d+)["']""")
 
 
 def control_event(cot_type: str, uid: str, detail: str, now: float) -> bytes:
@@ -125,6 +125,7 @@ class CotStream:
         self._rejects: deque[float] = deque(maxlen=MAX_REJECTS + 1)
         self.rejected_total = 0
         self._now = 0.0
+        self._offered = False
 
     @property
     def format(self) -> Format:
@@ -143,6 +144,7 @@ class CotStream:
             return
         self._now = now
         if self.state is State.DETECT:
+            data = data.lstrip(b" \t\r\n")
             self._detect(data, now)
             if self.state not in (State.XML, State.PROTO):
                 return
@@ -159,12 +161,7 @@ class CotStream:
             return
         if first == b"<":
             self._move(Input.XML_BYTE)
-            if self.offer_v1:
-                self._outgoing += control_event(
-                    "t-x-takp-v", "protouid",
-                    '<TakControl><TakProtocolSupport version="1"/>'
-                    f'<TakServerVersionInfo serverVersion="fieldc2 {__version__}" apiVersion="3"/>'
-                    "</TakControl>", now)
+            self.offer(now)
         elif first == b"\xbf":
             self._move(Input.V1_BYTE)
             self._proto = ProtoStreamFramer(self._max)
@@ -172,6 +169,22 @@ class CotStream:
         else:
             self._move(Input.OTHER_BYTE)
             self._events.append(Closing(f"unrecognised protocol, first byte {first!r}"))
+
+    def offer(self, now: float) -> None:
+        """Offer TAK v1 (``t-x-takp-v``), once, unless the peer already speaks it.
+
+        Sent when an XML peer first speaks, or by the shell to a peer that has
+        stayed silent for a while (it is then most likely an XML client
+        waiting for the offer; a v1 client would have spoken first).
+        """
+        if not self.offer_v1 or self._offered or self.state not in (State.DETECT, State.XML):
+            return
+        self._offered = True
+        self._outgoing += control_event(
+            "t-x-takp-v", "protouid",
+            '<TakControl><TakProtocolSupport version="1"/>'
+            f'<TakServerVersionInfo serverVersion="fieldc2 {__version__}" apiVersion="3"/>'
+            "</TakControl>", now)
 
     def _drain_xml(self, now: float) -> None:
         while self.state is State.XML and len(self._events) < MAX_PENDING_EVENTS:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 from google.protobuf.message import DecodeError
 from takproto.proto import TakMessage
 
@@ -30,7 +31,7 @@ from fieldc2.model.cot import (
     Takv,
     Track,
 )
-from fieldc2.protocol.cot_xml import parse_detail_xml
+from fieldc2.protocol.cot_xml import MAX_TIME_MS, XML_INVALID, parse_detail_xml
 
 MAGIC = 0xBF
 MESH_HEADER = b"\xbf\x01\xbf"
@@ -130,6 +131,11 @@ def payload_to_event(payload: bytes) -> tuple[Event, EventFacts] | None:
         raise CotError(f"point lat={cot.lat} lon={cot.lon} is off the globe")
     if not all(math.isfinite(v) for v in (cot.hae, cot.ce, cot.le)):
         raise CotError("point hae/ce/le is not finite")
+    if max(cot.sendTime, cot.startTime, cot.staleTime) > MAX_TIME_MS:
+        raise CotError("TAK v1 time beyond year 9999")
+    texts = (cot.uid, cot.type, cot.how, cot.access, cot.qos, cot.opex)
+    if any(XML_INVALID.search(text) for text in texts):
+        raise CotError("TAK v1 string holds characters XML cannot carry")
     detail, facts = _read_detail(cot.detail) if cot.HasField("detail") else (Detail(), NO_FACTS)
     event = Event(
         uid=cot.uid,
@@ -153,8 +159,11 @@ def payload_to_event(payload: bytes) -> tuple[Event, EventFacts] | None:
 
 def _read_detail(proto: object) -> tuple[Detail, EventFacts]:
     xml_detail: str = proto.xmlDetail  # type: ignore[attr-defined]
-    parsed, facts = parse_detail_xml(xml_detail) if xml_detail else (Detail(), NO_FACTS)
     has = proto.HasField  # type: ignore[attr-defined]
+    taken = frozenset(f for f, n in (("contact", "contact"), ("group", "group"),
+                      ("precision_location", "precisionLocation"), ("status", "status"),
+                      ("takv", "takv"), ("track", "track")) if has(n))
+    parsed, facts = parse_detail_xml(xml_detail, taken) if xml_detail else (Detail(), NO_FACTS)
     p = proto
     detail = Detail(
         contact=Contact(endpoint=p.contact.endpoint, callsign=p.contact.callsign)  # type: ignore[attr-defined]
@@ -174,4 +183,8 @@ def _read_detail(proto: object) -> tuple[Detail, EventFacts]:
         if has("track") else parsed.track,
         xml=parsed.xml,
     )
+    if detail.contact is not None and has("contact"):
+        facts = msgspec.structs.replace(facts, callsign=detail.contact.callsign)
+    if detail.group is not None and has("group"):
+        facts = msgspec.structs.replace(facts, group=detail.group.name, role=detail.group.role)
     return detail, facts

@@ -7,6 +7,11 @@ from typing import Protocol
 
 import msgspec
 
+EntryId = tuple[str, tuple[str, ...]]
+"""A latest-state entry: ``(uid, sorted groups of its audience)``.  The same
+uid seen by two disjoint audiences is two entries, so no group can overwrite
+or delete what another sees."""
+
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One event as persisted: format-neutral XML plus what queries need."""
@@ -38,13 +43,13 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def write(self, events: Sequence[StoredEvent], deleted: Sequence[str]) -> None:
+    async def write(self, events: Sequence[StoredEvent], deleted: Sequence[EntryId]) -> None:
         """Append ``events`` to the history, make the ``current`` ones the
-        latest state of their uid, and remove ``deleted`` uids from the latest
-        state — all at once."""
+        latest state of their ``(uid, groups)``, and remove the ``deleted``
+        ``(uid, groups)`` entries from the latest state — all at once."""
 
     async def latest(self, now_ms: int) -> list[StoredEvent]:
-        """The latest state of every uid that is not stale at ``now_ms``,
+        """The latest state of every entry that is not stale at ``now_ms``,
         plus emergency alerts (``b-a-o-*``), which stay until cancelled."""
 
     async def history(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fieldc2.config import StoreConfig
-from fieldc2.store.base import StoredEvent
+from fieldc2.store.base import EntryId, StoredEvent
 
 ALERT_PREFIX = "b-a-o-"
 
@@ -15,7 +15,7 @@ class MemoryStore:
     """A Store held in dicts and a list."""
 
     def __init__(self, config: StoreConfig | None = None, data_dir: Path | None = None) -> None:
-        self._latest: dict[str, StoredEvent] = {}
+        self._latest: dict[EntryId, StoredEvent] = {}
         self._history: list[StoredEvent] = []
 
     async def open(self) -> None:
@@ -24,13 +24,13 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def write(self, events: Sequence[StoredEvent], deleted: Sequence[str]) -> None:
+    async def write(self, events: Sequence[StoredEvent], deleted: Sequence[EntryId]) -> None:
         for event in events:
             self._history.append(event)
             if event.current:
-                self._latest[event.uid] = event
-        for uid in deleted:
-            self._latest.pop(uid, None)
+                self._latest[(event.uid, event.groups)] = event
+        for entry in deleted:
+            self._latest.pop(entry, None)
 
     async def latest(self, now_ms: int) -> list[StoredEvent]:
         return [
@@ -46,11 +46,11 @@ class MemoryStore:
 
     async def expire(self, now_ms: int, history_before_ms: int) -> int:
         stale = [
-            uid for uid, e in self._latest.items()
+            entry for entry, e in self._latest.items()
             if e.stale <= now_ms and not e.type.startswith(ALERT_PREFIX)
         ]
-        for uid in stale:
-            del self._latest[uid]
+        for entry in stale:
+            del self._latest[entry]
         kept = [e for e in self._history if e.received >= history_before_ms]
         dropped = len(self._history) - len(kept)
         self._history = kept

@@ -19,15 +19,15 @@ import msgspec
 
 from fieldc2.config import StoreConfig
 from fieldc2.errors import BackendError
-from fieldc2.store.base import StoredEvent
+from fieldc2.store.base import EntryId, StoredEvent
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS latest (
-    uid TEXT PRIMARY KEY, type TEXT NOT NULL, time INTEGER NOT NULL,
+    uid TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL,
     stale INTEGER NOT NULL, received INTEGER NOT NULL, groups TEXT NOT NULL,
-    xml BLOB NOT NULL);
+    xml BLOB NOT NULL, PRIMARY KEY (uid, groups));
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY, uid TEXT NOT NULL, type TEXT NOT NULL,
     time INTEGER NOT NULL, stale INTEGER NOT NULL, received INTEGER NOT NULL,
@@ -39,8 +39,12 @@ _COLUMNS = "uid, type, time, stale, received, groups, xml"
 _T = TypeVar("_T")
 
 
+def _groups(groups: tuple[str, ...]) -> str:
+    return msgspec.json.encode(list(groups)).decode()
+
+
 def _row(event: StoredEvent) -> tuple[Any, ...]:
-    groups = msgspec.json.encode(list(event.groups)).decode()
+    groups = _groups(event.groups)
     return (event.uid, event.type, event.time, event.stale, event.received, groups, event.xml)
 
 
@@ -102,17 +106,17 @@ class SqliteStore:
         self._executor = None
         self._db = None
 
-    async def write(self, events: Sequence[StoredEvent], deleted: Sequence[str]) -> None:
+    async def write(self, events: Sequence[StoredEvent], deleted: Sequence[EntryId]) -> None:
         rows = [_row(e) for e in events]
         current = [_row(e) for e in events if e.current]
-        gone = [(uid,) for uid in deleted]
+        gone = [(uid, _groups(groups)) for uid, groups in deleted]
         def tx(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN")
                 db.executemany(f"INSERT INTO history ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)", rows)
                 db.executemany(
                     f"INSERT OR REPLACE INTO latest ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)", current)
-                db.executemany("DELETE FROM latest WHERE uid = ?", gone)
+                db.executemany("DELETE FROM latest WHERE uid = ? AND groups = ?", gone)
         await self._run(tx)
 
     async def latest(self, now_ms: int) -> list[StoredEvent]:
