@@ -88,8 +88,8 @@ class Router:
     def leave(self, peer: Peer) -> None:
         if self.peers.pop(peer.id, None) is None:
             return
-        self._by_uid[peer.uid].discard(peer.id)
-        self._by_callsign[peer.callsign].discard(peer.id)
+        _unindex(self._by_uid, peer.uid, peer.id)
+        _unindex(self._by_callsign, peer.callsign, peer.id)
         self._audiences.clear()
 
     def observe(self, peer: Peer, event: Event, facts: EventFacts) -> bool:
@@ -108,7 +108,7 @@ class Router:
             peer.uid = event.uid
             self._by_uid[peer.uid].add(peer.id)
         if callsign != peer.callsign:
-            self._by_callsign[peer.callsign].discard(peer.id)
+            _unindex(self._by_callsign, peer.callsign, peer.id)
             peer.callsign = callsign
             self._by_callsign[callsign].add(peer.id)
         groups = self.groups_for(peer.uid, peer.callsign, facts.group)
@@ -159,3 +159,12 @@ class Router:
         return tuple(
             sorted(i for i in ids if i in peers and not peers[i].groups.isdisjoint(sender.groups))
         )
+
+
+def _unindex(index: dict[str, set[int]], key: str, peer_id: int) -> None:
+    """Remove a peer from an index entry, and the entry once it is empty."""
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(peer_id)
+        if not ids:
+            del index[key]

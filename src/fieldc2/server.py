@@ -231,7 +231,7 @@ class CommandPost:
             client.write(offer)
         items = list(self.picture.visible(client.groups, self.now_ms(), exclude_uid=client.uid))
         if items:
-            client.write_items(items)
+            client.send_items(items)
 
     # --- the receive path ------------------------------------------------------
 
@@ -254,7 +254,7 @@ class CommandPost:
                 self._deliver_directed(item, recipients)
                 self._record(item, local=True)
             case Pong():
-                client.write_items([self._pong()])
+                client.send_items([self._pong()])
             case Drop():
                 pass
 
@@ -295,10 +295,7 @@ class CommandPost:
             target = self.clients.get(rid)
             if target is None:
                 continue
-            if target.wants_items:
-                target.take_items([item])
-            else:
-                target.write_items([item])
+            target.send_items([item])
             self.stats.delivered += 1
 
     def _pong(self) -> Outgoing:

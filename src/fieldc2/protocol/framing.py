@@ -104,6 +104,11 @@ class XmlFramer:
         return self.next_frame()
 
     @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished event held (0 while discarding or idle)."""
+        return 0 if self._discarding else len(self._buf.strip(_WHITESPACE))
+
+    @property
     def hopeless(self) -> bool:
         """True once discarding has gone past ``MAX_DISCARD``."""
         return self._discarded > MAX_DISCARD
@@ -132,6 +137,10 @@ class ProtoStreamFramer:
 
     def feed(self, data: bytes) -> None:
         self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
 
     def next_frame(self) -> bytes | None:
         buf = self._buf

@@ -252,6 +252,15 @@ class CotStream:
         self._move(Input.FATAL)
         self._events.append(Closing(reason))
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished message held when the connection ends."""
+        if self.state is State.XML:
+            return self._xml.buffered
+        if self.state is State.PROTO and self._proto is not None:
+            return self._proto.buffered
+        return 0
+
     def next_event(self) -> StreamEvent | None:
         """The next stream event, or None when more data is needed."""
         if not self._events:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from fieldc2.protocol.stream import Closing, CotStream, Format, Received, Reject
 from fieldc2.router import GroupKey, Peer
 
 log = logging.getLogger("fieldc2.stream")
+#: Characters a peer must not get into a log line (newlines forge new lines).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class Hub(Protocol):
@@ -100,6 +103,10 @@ class ClientConnection(Peer, asyncio.Protocol):
         if self.picture_timer is not None:
             self.picture_timer.cancel()
         reason = self.close_reason or (f"error: {exc}" if exc else "closed by peer")
+        pending = self.stream.buffered
+        if pending and not self.close_reason:
+            log.warning("%s: dropped %d bytes of an unfinished message on disconnect",
+                        self.label, pending)
         self.hub.disconnected(self, reason)
 
     def pause_writing(self) -> None:
@@ -115,7 +122,10 @@ class ClientConnection(Peer, asyncio.Protocol):
 
     @property
     def label(self) -> str:
-        return f"client {self.id} {self.callsign or self.uid or ''}@{self.addr}"
+        name = self.callsign or self.uid or ""
+        if len(name) > 64:
+            name = name[:64] + "..."
+        return f"client {self.id} {_UNPRINTABLE.sub('?', name)}@{self.addr}"
 
     @property
     def format(self) -> Format:
@@ -141,6 +151,13 @@ class ClientConnection(Peer, asyncio.Protocol):
         parts = [item.encoded(fmt) for item in items]
         self.events_out += len(parts)
         self.write(b"".join(parts))
+
+    def send_items(self, items: Iterable[Outgoing]) -> None:
+        """Write now, or hold in the backlog while the client is slow."""
+        if self.wants_items:
+            self.take_items(items)
+        else:
+            self.write_items(items)
 
     def take_items(self, items: Iterable[Outgoing]) -> None:
         backlog = self.backlog
