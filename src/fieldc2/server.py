@@ -31,7 +31,7 @@ from fieldc2.bus import Bus, open_bus
 from fieldc2.config import Config
 from fieldc2.errors import BackendError, ProtocolError
 from fieldc2.fanout import Outgoing, TickBatch, deliver_bucket
-from fieldc2.model.cot import NO_FACTS, Event, EventFacts
+from fieldc2.model.cot import NO_FACTS, Event, EventFacts, Takv
 from fieldc2.picture import Picture
 from fieldc2.protocol.cot_xml import parse_event
 from fieldc2.protocol.stream import CotStream, Received
@@ -48,6 +48,13 @@ MAX_PENDING_WRITES = 100_000
 #: How often stale picture entries and old history are swept, seconds.
 EXPIRE_INTERVAL = 10.0
 BUS_SUBJECT = "fieldc2.cot"
+#: Distinct group sets whose sorted names are cached; real deployments have
+#: tens.  Past this the cache starts afresh rather than growing.
+MAX_GROUP_SETS = 4096
+#: Seconds between store transactions.  One transaction a second keeps the
+#: store's cost per event small; a crash loses at most this much history
+#: (the live picture is rebuilt from the next reports).
+STORE_INTERVAL = 1.0
 PONG_STALE_MS = 20_000
 
 
@@ -71,7 +78,7 @@ class Endpoint:
     callsign: str = ""
     team: str = ""
     role: str = ""
-    takv: str = ""
+    takv: Takv | None = None
     groups: tuple[str, ...] = ()
     last_event_ms: int = 0
     status: str = "Connected"
@@ -107,15 +114,16 @@ class CommandPost:
         self._ids = itertools.count(1)
         self._batch = TickBatch()
         self._bus_out: list[_BusEvent] = []
+        self._bus_listened = True
         self._pending: list[StoredEvent] = []
         self._pending_deletes: list[tuple[str, tuple[str, ...]]] = []
-        self._write_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._servers: list[asyncio.Server] = []
         self._http: Any = None
         self._mesh: Any = None
         self._stopping = asyncio.Event()
         self._bus_peer = Peer(0, frozenset())
+        self._group_names: dict[GroupKey, tuple[str, ...]] = {}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -192,6 +200,15 @@ class CommandPost:
     def http_port(self) -> int:
         return int(self._http.port) if self._http is not None else 0
 
+    def group_names(self, key: GroupKey) -> tuple[str, ...]:
+        """The sorted names of a group set (cached: there are few group sets)."""
+        names = self._group_names.get(key)
+        if names is None:
+            if len(self._group_names) > MAX_GROUP_SETS:
+                self._group_names.clear()
+            names = self._group_names[key] = tuple(sorted(key))
+        return names
+
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
@@ -264,16 +281,14 @@ class CommandPost:
             if len(self.endpoints) >= MAX_ENDPOINTS:
                 self._forget_endpoint()
             endpoint = self.endpoints[client.uid] = Endpoint(client.uid)
-        detail = event.detail
         endpoint.callsign = client.callsign
-        endpoint.groups = tuple(sorted(client.groups))
+        endpoint.groups = self.group_names(client.groups)
         endpoint.last_event_ms = self.now_ms()
         endpoint.status = "Connected"
         if facts.group is not None:
             endpoint.team, endpoint.role = facts.group, facts.role
-        if detail.takv is not None:
-            takv = detail.takv
-            endpoint.takv = f"{takv.device}:{takv.os}:{takv.platform}:{takv.version}"
+        if event.detail.takv is not None:
+            endpoint.takv = event.detail.takv
 
     def _forget_endpoint(self) -> None:
         for uid, endpoint in self.endpoints.items():
@@ -309,13 +324,15 @@ class CommandPost:
         self.recent.append(item)
         kept, removed = self.picture.apply(item, now)
         if removed:
-            self._pending_deletes.extend((uid, tuple(sorted(key))) for uid, key in removed)
+            self._pending_deletes.extend((uid, self.group_names(key)) for uid, key in removed)
         if local:
-            self._bus_out.append(_BusEvent(sorted(item.key), item.xml()))
+            groups = self.group_names(item.key)
+            if self._bus_listened:
+                self._bus_out.append(_BusEvent(list(groups), item.xml()))
             event = item.event
             self._pending.append(StoredEvent(
                 uid=event.uid, type=event.type, time=event.time, stale=event.stale,
-                received=now, groups=tuple(sorted(item.key)), xml=item.xml(), current=kept))
+                received=now, groups=groups, xml=item.xml(), current=kept))
             if len(self._pending) > MAX_PENDING_WRITES:
                 dropped = len(self._pending) - MAX_PENDING_WRITES
                 del self._pending[:dropped]
@@ -333,8 +350,6 @@ class CommandPost:
                                                        audience(key))
                 if self._mesh is not None:
                     self._mesh.forward(bucket.items, key)
-        if self._pending or self._pending_deletes:
-            self._write_wanted.set()
         if self._bus_out:
             batch, self._bus_out = self._bus_out, []
             data = msgspec.msgpack.encode(batch)
@@ -345,6 +360,7 @@ class CommandPost:
         interval = self.config.stream.flush_interval
         while True:
             await asyncio.sleep(interval)
+            self._bus_listened = self.bus.has_listeners(BUS_SUBJECT, self.node_id)
             self.flush()
 
     async def _housekeeping(self) -> None:
@@ -371,8 +387,7 @@ class CommandPost:
 
     async def _writer(self) -> None:
         while True:
-            await self._write_wanted.wait()
-            self._write_wanted.clear()
+            await asyncio.sleep(STORE_INTERVAL)
             await self._write_pending()
 
     async def _write_pending(self) -> None:

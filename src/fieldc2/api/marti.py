@@ -16,12 +16,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fieldc2 import __version__
+from fieldc2.model.cot import Takv
 from fieldc2.protocol.cot_xml import format_time
 
 if TYPE_CHECKING:
     from fieldc2.server import CommandPost
 
 API_VERSION = "3"
+
+
+def _takv(takv: Takv | None) -> str:
+    if takv is None:
+        return ""
+    return f"{takv.device}:{takv.os}:{takv.platform}:{takv.version}"
 
 
 def _envelope(post: CommandPost, kind: str, data: Any) -> JSONResponse:
@@ -49,7 +56,7 @@ def marti_app(post: CommandPost) -> Starlette:
     async def contacts(request: Request) -> Response:
         data = [
             {"uid": e.uid, "callsign": e.callsign, "team": e.team, "role": e.role,
-             "takv": e.takv, "notes": "", "filterGroups": list(e.groups)}
+             "takv": _takv(e.takv), "notes": "", "filterGroups": list(e.groups)}
             for e in post.endpoints.values() if e.status == "Connected"
         ]
         return JSONResponse(data)

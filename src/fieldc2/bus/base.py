@@ -40,3 +40,8 @@ class Bus(Protocol):
     async def publish(self, subject: str, origin: str, data: bytes) -> None: ...
 
     async def subscribe(self, subject: str) -> Subscription: ...
+
+    def has_listeners(self, subject: str, origin: str) -> bool:
+        """Whether anyone but ``origin`` may receive ``subject``.  A networked
+        bus cannot know and says True; the memory bus knows, and lets a lone
+        instance skip encoding for nobody."""

@@ -62,6 +62,11 @@ class MemoryBus:
         for sub in self._subs.get(subject, ()):
             sub._offer(message)
 
+    def has_listeners(self, subject: str, origin: str) -> bool:
+        # Every command post subscribes once; more than one means another
+        # instance shares this bus.
+        return len(self._subs.get(subject, ())) > 1
+
     async def subscribe(self, subject: str) -> MemorySubscription:
         sub = MemorySubscription(self, subject)
         self._subs.setdefault(subject, []).append(sub)

@@ -59,6 +59,11 @@ _TYPED: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
+_PLAIN_TYPED: dict[str, Any] = {
+    "contact": Contact, "__group": Group, "precisionlocation": PrecisionLocation, "takv": Takv,
+}
+
+
 def parse_time(text: str) -> int:
     """Parse an ISO-8601 CoT time to integer milliseconds since the epoch."""
     try:
@@ -92,7 +97,7 @@ def _finite(text: str, name: str) -> float:
 
 def _typed_value(name: str, attrs: dict[str, str]) -> Any:
     """The typed model value for a detail element, or None to keep it as XML."""
-    if any(not value for value in attrs.values()):
+    if "" in attrs.values():
         return None  # an empty attribute would not survive protobuf's defaults
     if name == "status":
         battery = attrs.get("battery", "0")
@@ -106,181 +111,166 @@ def _typed_value(name: str, attrs: dict[str, str]) -> Any:
         if not (math.isfinite(speed) and math.isfinite(course)):
             return None
         return Track(speed=speed, course=course)
-    cls = {"contact": Contact, "__group": Group, "precisionlocation": PrecisionLocation,
-           "takv": Takv}[name]
-    return cls(**attrs)
+    return _PLAIN_TYPED[name](**attrs)
 
 
-class _EventBuilder:
-    """Expat callbacks that fill one event.  Used once, then dropped."""
+class _Scan:
+    """What one expat pass collects; interpreted afterwards in one place."""
 
-    def __init__(self, data: bytes, wrapped_detail: bool,
-                 taken: frozenset[str] = frozenset()) -> None:
-        self.data = data
-        self.taken = taken
-        self.in_detail = wrapped_detail
-        self.seen_detail = False
-        self.parser = ParserCreate("utf-8")
-        self.parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
-        self.parser.StartDoctypeDeclHandler = self._refuse_doctype
-        self.parser.EntityDeclHandler = self._refuse_entity
-        self.parser.ExternalEntityRefHandler = self._refuse_external
-        self.parser.StartElementHandler = self._start
-        self.parser.EndElementHandler = self._end
-        self.parser.CharacterDataHandler = self._text
-        self.parser.buffer_text = False
-        self.depth = 0
-        # In wrapped mode the root is <detail> (for a protobuf xmlDetail).
-        self.detail_depth = 1 if wrapped_detail else 2
+    __slots__ = ("children", "dests", "detail_end", "event_attrs", "point_attrs")
+
+    def __init__(self) -> None:
         self.event_attrs: dict[str, str] | None = None
         self.point_attrs: dict[str, str] | None = None
-        self.typed: dict[str, Any] = {}
-        self.child_starts: list[int] = []  # byte offsets of depth-3 children kept as XML
-        self.child_kept: list[bool] = []
+        # Detail children: [name, attrs, byte offset, has children or text].
+        self.children: list[list[Any]] = []
+        self.dests: list[dict[str, str]] = []
         self.detail_end = -1
-        self.current_typed: tuple[str, dict[str, str]] | None = None
-        self.dest_callsigns: list[str] = []
-        self.dest_uids: list[str] = []
-        self.link_uids: list[str] = []
-        self.emergency_cancel = False
-        self.in_marti = False
-        self.callsign: str | None = None
-        self.group: str | None = None
-        self.role = ""
 
-    @staticmethod
-    def _refuse_doctype(*_: object) -> None:
-        raise CotError("DOCTYPE is not allowed in CoT (no DTDs, no entities)")
 
-    @staticmethod
-    def _refuse_entity(*_: object) -> None:
-        raise CotError("entity declarations are not allowed in CoT")
+def _refuse_doctype(*_: object) -> None:
+    raise CotError("DOCTYPE is not allowed in CoT (no DTDs, no entities)")
 
-    @staticmethod
-    def _refuse_external(*_: object) -> int:
-        raise CotError("external entities are not allowed in CoT")
 
-    def _start(self, name: str, attrs: dict[str, str]) -> None:
-        self.depth += 1
-        depth = self.depth
-        if depth > MAX_DEPTH:
-            raise CotError(f"nesting deeper than {MAX_DEPTH} levels")
-        if depth == 2 and self.detail_depth == 2 and name == "detail":
-            if self.seen_detail:
-                raise CotError("more than one <detail>")
-            self.in_detail = self.seen_detail = True
-        if depth == self.detail_depth + 1 and self.in_detail:
-            self._detail_child(name, attrs)
-        elif depth > self.detail_depth + 1 and self.in_detail:
-            self._keep_typed_as_xml()  # a typed element with children stays XML
-            if depth == self.detail_depth + 2 and self.in_marti and name == "dest":
-                self._dest(attrs)
-        elif depth == 1:
-            if self.detail_depth == 1:
+def _refuse_entity(*_: object) -> None:
+    raise CotError("entity declarations are not allowed in CoT")
+
+
+def _refuse_external(*_: object) -> int:
+    raise CotError("external entities are not allowed in CoT")
+
+
+def _scan(data: bytes, wrapped_detail: bool) -> _Scan:
+    """One hardened expat pass over an ``<event>`` (or a wrapped ``<detail>``).
+
+    The callbacks are closures over locals and do as little as possible: they
+    are the hot path of the server, called once per element of every event.
+    """
+    scan = _Scan()
+    children = scan.children
+    parser = ParserCreate("utf-8")
+    parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.ExternalEntityRefHandler = _refuse_external
+    parser.buffer_text = False
+    child_depth = 2 if wrapped_detail else 3
+    detail_depth = child_depth - 1
+    depth = 0
+    # 0: before <detail>, 1: inside it, 2: after it.
+    in_detail = 1 if wrapped_detail else 0
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth, in_detail
+        depth += 1
+        if depth == child_depth:
+            if in_detail == 1:
+                children.append([name, attrs, parser.CurrentByteIndex, False])
+        elif depth > child_depth:
+            if depth > MAX_DEPTH:
+                raise CotError(f"nesting deeper than {MAX_DEPTH} levels")
+            if in_detail == 1:
+                child = children[-1]
+                child[3] = True  # a typed element with children stays XML
+                if depth == child_depth + 1 and name == "dest" and child[0] == "marti":
+                    scan.dests.append(attrs)
+        elif depth == detail_depth:
+            if wrapped_detail:
                 return
-            if name != "event":
-                raise CotError(f"root element is <{name[:40]}>, expected <event>")
-            self.event_attrs = attrs
-        elif depth == 2 and name == "point":
-            self.point_attrs = attrs
+            if name == "detail":
+                if in_detail:
+                    raise CotError("more than one <detail>")
+                in_detail = 1
+            elif name == "point":
+                scan.point_attrs = attrs
+        elif name != "event":
+            raise CotError(f"root element is <{name[:40]}>, expected <event>")
+        else:
+            scan.event_attrs = attrs
 
-    def _detail_child(self, name: str, attrs: dict[str, str]) -> None:
-        self._close_typed()
-        self.in_marti = name == "marti"
-        if name == "link" and "uid" in attrs:
-            self.link_uids.append(attrs["uid"])
+    def end(name: str) -> None:
+        nonlocal depth, in_detail
+        if depth == detail_depth and in_detail == 1:
+            in_detail = 2
+            scan.detail_end = parser.CurrentByteIndex
+        depth -= 1
+
+    def text(data: str) -> None:
+        if depth >= child_depth and in_detail == 1 and not data.isspace():
+            children[-1][3] = True  # text inside a typed element has no protobuf field
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    try:
+        parser.Parse(data, True)
+    except ExpatError as exc:
+        raise CotError(f"malformed XML: {exc}") from exc
+    except (RecursionError, MemoryError) as exc:  # pragma: no cover - defensive
+        raise CotError("XML too complex") from exc
+    return scan
+
+
+def _interpret(data: bytes, scan: _Scan, taken: frozenset[str]) -> tuple[Detail, EventFacts]:
+    """Typed detail fields, verbatim XML for the rest, and the routing facts."""
+    typed: dict[str, Any] = {}
+    pieces: list[bytes] = []
+    links: list[str] = []
+    cancel = False
+    callsign: str | None = None
+    group: str | None = None
+    role = ""
+    children = scan.children
+    for index, (name, attrs, start, complex_) in enumerate(children):
+        if name == "contact":
+            if callsign is None:
+                callsign = attrs.get("callsign", "")
+        elif name == "__group":
+            if group is None:
+                group, role = attrs.get("name", ""), attrs.get("role", "")
+        elif name == "link":
+            if "uid" in attrs:
+                links.append(attrs["uid"])
         elif name == "emergency" and attrs.get("cancel", "").lower() == "true":
-            self.emergency_cancel = True
-        elif name == "contact" and self.callsign is None:
-            self.callsign = attrs.get("callsign", "")
-        elif name == "__group" and self.group is None:
-            self.group, self.role = attrs.get("name", ""), attrs.get("role", "")
+            cancel = True
         spec = _TYPED.get(name)
-        if (spec is not None and spec[0] not in self.typed and spec[0] not in self.taken
-                and attrs.keys() <= spec[1]):
-            self.current_typed = (name, attrs)
-            self.child_kept.append(False)
+        value = None
+        if (spec is not None and not complex_ and spec[0] not in typed
+                and spec[0] not in taken and attrs.keys() <= spec[1]):
+            value = _typed_value(name, attrs)
+        if value is not None:
+            typed[spec[0]] = value  # type: ignore[index]
         else:
-            self.child_kept.append(True)
-        self.child_starts.append(self.parser.CurrentByteIndex)
-
-    def _keep_typed_as_xml(self) -> None:
-        if self.current_typed is not None:
-            self.current_typed = None
-            self.child_kept[-1] = True
-
-    def _text(self, text: str) -> None:
-        if self.current_typed is not None and self.depth > self.detail_depth and text.strip():
-            self._keep_typed_as_xml()  # text inside a typed element has no protobuf field
-
-    def _dest(self, attrs: dict[str, str]) -> None:
-        if "callsign" in attrs:
-            self.dest_callsigns.append(attrs["callsign"])
-        if "uid" in attrs:
-            self.dest_uids.append(attrs["uid"])
-
-    def _close_typed(self) -> None:
-        if self.current_typed is None:
-            return
-        name, attrs = self.current_typed
-        self.current_typed = None
-        value = _typed_value(name, attrs)
-        if value is None:
-            self.child_kept[-1] = True
-        else:
-            self.typed[_TYPED[name][0]] = value
-
-    def _end(self, name: str) -> None:
-        if self.depth == self.detail_depth and self.in_detail:
-            self._close_typed()
-            self.detail_end = self.parser.CurrentByteIndex
-            self.in_detail = False
-        self.depth -= 1
-
-    def run(self) -> None:
-        try:
-            self.parser.Parse(self.data, True)
-        except ExpatError as exc:
-            raise CotError(f"malformed XML: {exc}") from exc
-        except (RecursionError, MemoryError) as exc:  # pragma: no cover - defensive
-            raise CotError("XML too complex") from exc
-
-    def detail(self) -> Detail:
-        pieces = []
-        starts = self.child_starts
-        for index, start in enumerate(starts):
-            if self.child_kept[index]:
-                end = starts[index + 1] if index + 1 < len(starts) else self.detail_end
-                pieces.append(self.data[start:end].rstrip())
-        joined = b"".join(pieces)
-        if b"</event" in joined:
-            raise CotError("'</event' inside detail would end the event early for stream readers")
-        xml = joined.decode("utf-8") if pieces else ""
-        return Detail(xml=xml, **self.typed) if (self.typed or xml) else _EMPTY_DETAIL
-
-    def facts(self) -> EventFacts:
-        if not (self.dest_callsigns or self.dest_uids or self.link_uids or self.emergency_cancel
-                or self.callsign is not None or self.group is not None):
-            return NO_FACTS
-        return EventFacts(
-            dest_callsigns=tuple(self.dest_callsigns),
-            dest_uids=tuple(self.dest_uids),
-            link_uids=tuple(self.link_uids),
-            emergency_cancel=self.emergency_cancel,
-            callsign=self.callsign,
-            group=self.group,
-            role=self.role,
-        )
+            end = children[index + 1][2] if index + 1 < len(children) else scan.detail_end
+            pieces.append(data[start:end].rstrip())
+    joined = b"".join(pieces)
+    if b"</event" in joined:
+        raise CotError("'</event' inside detail would end the event early for stream readers")
+    xml = joined.decode("utf-8") if pieces else ""
+    detail = Detail(xml=xml, **typed) if (typed or xml) else _EMPTY_DETAIL
+    dests = scan.dests
+    if not (dests or links or cancel or callsign is not None or group is not None):
+        return detail, NO_FACTS
+    facts = EventFacts(
+        dest_callsigns=tuple(d["callsign"] for d in dests if "callsign" in d),
+        dest_uids=tuple(d["uid"] for d in dests if "uid" in d),
+        link_uids=tuple(links),
+        emergency_cancel=cancel,
+        callsign=callsign,
+        group=group,
+        role=role,
+    )
+    return detail, facts
 
 
 _EMPTY_DETAIL = Detail()
+_NO_ATTRS: dict[str, str] = {}
 
 
 def parse_event(data: bytes) -> tuple[Event, EventFacts]:
     """Parse one ``<event>`` element (no XML declaration) into the model."""
-    builder = _EventBuilder(data, wrapped_detail=False)
-    builder.run()
-    attrs = builder.event_attrs
+    scan = _scan(data, wrapped_detail=False)
+    attrs = scan.event_attrs
     if attrs is None:  # pragma: no cover - expat refuses an empty document first
         raise CotError("no <event> element")
     try:
@@ -290,7 +280,8 @@ def parse_event(data: bytes) -> tuple[Event, EventFacts]:
         raise CotError(f"<event> lacks the required attribute {exc.args[0]!r}") from exc
     if not uid or not cot_type:
         raise CotError("<event> has an empty uid or type")
-    point = builder.point_attrs or {}
+    detail, facts = _interpret(data, scan, frozenset())
+    point = scan.point_attrs or _NO_ATTRS
     lat = _finite(point.get("lat", "0"), "lat")
     lon = _finite(point.get("lon", "0"), "lon")
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
@@ -310,9 +301,9 @@ def parse_event(data: bytes) -> tuple[Event, EventFacts]:
         access=attrs.get("access", ""),
         qos=attrs.get("qos", ""),
         opex=attrs.get("opex", ""),
-        detail=builder.detail(),
+        detail=detail,
     )
-    return event, builder.facts()
+    return event, facts
 
 
 def parse_detail_xml(xml: str, taken: frozenset[str] = frozenset()) -> tuple[Detail, EventFacts]:
@@ -323,9 +314,7 @@ def parse_detail_xml(xml: str, taken: frozenset[str] = frozenset()) -> tuple[Det
     ``</detail>``, an entity, a DOCTYPE) is refused rather than forwarded.
     """
     data = b"<detail>" + xml.encode("utf-8") + b"</detail>"
-    builder = _EventBuilder(data, wrapped_detail=True, taken=taken)
-    builder.run()
-    return builder.detail(), builder.facts()
+    return _interpret(data, _scan(data, wrapped_detail=True), taken)
 
 
 # --- serialisation -------------------------------------------------------------
