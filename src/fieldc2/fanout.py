@@ -22,6 +22,8 @@ from fieldc2.protocol.stream import Format
 from fieldc2.protocol.tak_v1 import event_to_payload, mesh_frame, stream_frame
 from fieldc2.router import GroupKey, Peer
 
+_PROTO = Format.PROTO  # a plain name: Enum member lookup is slow on 3.11
+
 
 class Outgoing:
     """One routed event with its encodings, each made at most once."""
@@ -60,7 +62,7 @@ class Outgoing:
         return mesh_frame(self.payload())
 
     def encoded(self, fmt: Format) -> bytes:
-        return self.frame() if fmt is Format.PROTO else self.xml()
+        return self.frame() if fmt is _PROTO else self.xml()
 
     @property
     def latest_only(self) -> bool:

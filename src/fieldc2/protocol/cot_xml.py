@@ -275,7 +275,11 @@ def parse_event(data: bytes) -> tuple[Event, EventFacts]:
         raise CotError("no <event> element")
     try:
         uid, cot_type = attrs["uid"], attrs["type"]
-        times = parse_time(attrs["time"]), parse_time(attrs["start"]), parse_time(attrs["stale"])
+        time_text, start_text = attrs["time"], attrs["start"]
+        time = parse_time(time_text)
+        # Clients almost always send start == time; parse it once.
+        times = time, time if start_text == time_text else parse_time(start_text), \
+            parse_time(attrs["stale"])
     except KeyError as exc:
         raise CotError(f"<event> lacks the required attribute {exc.args[0]!r}") from exc
     if not uid or not cot_type:

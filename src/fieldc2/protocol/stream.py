@@ -56,6 +56,12 @@ class Input(enum.Enum):
     FATAL = "unrecoverable input"
 
 
+# Plain names for the hot paths: Enum member lookup on the class is slow on
+# Python 3.11 and these run for every message and every recipient.
+_DETECT, _XML, _PROTO, _CLOSED = State.DETECT, State.XML, State.PROTO, State.CLOSED
+_FORMAT_OF = {State.DETECT: Format.XML, State.XML: Format.XML, State.PROTO: Format.PROTO,
+              State.CLOSED: Format.XML}
+
 # (state, input) -> next state.
 _TRANSITIONS: dict[tuple[State, Input], State] = {
     (State.DETECT, Input.XML_BYTE): State.XML,
@@ -115,7 +121,9 @@ class CotStream:
     """Server side of one TAK client stream."""
 
     def __init__(self, *, offer_v1: bool = True, max_event_size: int = DEFAULT_MAX_EVENT_SIZE):
-        self.state = State.DETECT
+        self._state = State.DETECT
+        #: The format the peer expects to receive; follows the state.
+        self.format = Format.XML
         self.offer_v1 = offer_v1
         self._max = max_event_size
         self._xml = XmlFramer(max_event_size)
@@ -128,9 +136,13 @@ class CotStream:
         self._offered = False
 
     @property
-    def format(self) -> Format:
-        """The format the peer expects to receive."""
-        return Format.PROTO if self.state is State.PROTO else Format.XML
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self._state = value
+        self.format = _FORMAT_OF[value]
 
     def _move(self, what: Input) -> None:
         key = (self.state, what)
@@ -140,15 +152,15 @@ class CotStream:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes read from the socket; then drain with next_event()."""
-        if self.state is State.CLOSED or not data:
+        if self._state is _CLOSED or not data:
             return
         self._now = now
-        if self.state is State.DETECT:
+        if self._state is _DETECT:
             data = data.lstrip(b" \t\r\n")
             self._detect(data, now)
-            if self.state not in (State.XML, State.PROTO):
+            if self._state not in (_XML, _PROTO):
                 return
-        if self.state is State.XML:
+        if self._state is _XML:
             self._xml.feed(data)
             self._drain_xml(now)
         elif self._proto is not None:
@@ -177,7 +189,7 @@ class CotStream:
         stayed silent for a while (it is then most likely an XML client
         waiting for the offer; a v1 client would have spoken first).
         """
-        if not self.offer_v1 or self._offered or self.state not in (State.DETECT, State.XML):
+        if not self.offer_v1 or self._offered or self._state not in (_DETECT, _XML):
             return
         self._offered = True
         self._outgoing += control_event(
@@ -187,7 +199,7 @@ class CotStream:
             "</TakControl>", now)
 
     def _drain_xml(self, now: float) -> None:
-        while self.state is State.XML and len(self._events) < MAX_PENDING_EVENTS:
+        while self._state is _XML and len(self._events) < MAX_PENDING_EVENTS:
             try:
                 frame = self._xml.next_frame()
             except FramingError as exc:
@@ -225,7 +237,7 @@ class CotStream:
 
     def _drain_proto(self, now: float) -> None:
         assert self._proto is not None
-        while self.state is State.PROTO and len(self._events) < MAX_PENDING_EVENTS:
+        while self._state is _PROTO and len(self._events) < MAX_PENDING_EVENTS:
             try:
                 payload = self._proto.next_frame()
             except FramingError as exc:
@@ -255,9 +267,9 @@ class CotStream:
     @property
     def buffered(self) -> int:
         """Bytes of an unfinished message held when the connection ends."""
-        if self.state is State.XML:
+        if self._state is _XML:
             return self._xml.buffered
-        if self.state is State.PROTO and self._proto is not None:
+        if self._state is _PROTO and self._proto is not None:
             return self._proto.buffered
         return 0
 
@@ -266,9 +278,9 @@ class CotStream:
         if not self._events:
             # A single read may hold more than MAX_PENDING_EVENTS messages;
             # the rest stay framed-but-unparsed until drained here.
-            if self.state is State.XML:
+            if self._state is _XML:
                 self._drain_xml(self._now)
-            elif self.state is State.PROTO and self._proto is not None:
+            elif self._state is _PROTO and self._proto is not None:
                 self._drain_proto(self._now)
         return self._events.popleft() if self._events else None
 
