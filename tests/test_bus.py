@@ -61,3 +61,16 @@ async def test_two_command_posts_share_a_picture_over_the_bus(tmp_path: Path) ->
             t.cancel()
         wa.close()
         wb.close()
+
+
+def test_unknown_and_unavailable_backends_say_what_to_do() -> None:
+    import pytest
+
+    from fieldc2.bus import open_bus
+    from fieldc2.config import BusConfig
+    from fieldc2.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown bus backend 'kafka'; choose one of"):
+        open_bus(BusConfig(backend="kafka"))
+    with pytest.raises(ConfigError, match="bus backend 'nats' is not available"):
+        open_bus(BusConfig(backend="nats"))
