@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
-from fieldc2.config import Config, HttpConfig, StoreConfig, StreamConfig
+from fieldc2.config import Config, HttpConfig, StoreConfig, StreamConfig, TlsConfig
 from fieldc2.server import CommandPost
 
 
-def make_config(data_dir: Path, **stream: Any) -> Config:
-    """A config on loopback with OS-chosen ports and quick ticks for tests."""
+def make_config(data_dir: Path, *, tls: bool = False, **stream: Any) -> Config:
+    """A config on loopback with OS-chosen ports and quick ticks for tests.
+
+    TLS is off unless asked for, so that only the TLS tests pay for making
+    RSA keys."""
     stream.setdefault("tcp_port", 0)
     stream.setdefault("flush_interval", 0.02)
     stream.setdefault("picture_delay", 0.2)
@@ -24,6 +27,7 @@ def make_config(data_dir: Path, **stream: Any) -> Config:
         data_dir=data_dir,
         stream=StreamConfig(**stream),
         http=HttpConfig(port=0),
+        tls=TlsConfig(enabled=tls, port=0),
         store=StoreConfig(backend="sqlite"),
     )
 

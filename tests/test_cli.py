@@ -35,7 +35,8 @@ def test_serve_runs_serves_and_stops_on_sigint(tmp_path: Path) -> None:
     tcp, http = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fieldc2.cli", "serve", "--tcp-port", str(tcp),
-         "--http-port", str(http), "--data-dir", str(tmp_path / "data")],
+         "--http-port", str(http), "--tls-port", "0",
+         "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(tcp, proc)
@@ -60,7 +61,8 @@ def test_serve_runs_serves_and_stops_on_sigint(tmp_path: Path) -> None:
 def test_demo_runs_for_a_duration(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "fieldc2.cli", "demo", "--units", "3", "--duration", "6",
-         "--no-live", "--tcp-port", "0", "--http-port", "0", "--data-dir", str(tmp_path),
+         "--no-live", "--tcp-port", "0", "--http-port", "0", "--no-tls",
+         "--data-dir", str(tmp_path),
          "--log-level", "warning"],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -84,7 +86,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "fieldc2.cli", "serve", "--tcp-port", str(port),
-             "--http-port", "0", "--data-dir", str(tmp_path)],
+             "--http-port", "0", "--no-tls", "--data-dir", str(tmp_path)],
             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "--tcp-port" in result.stderr

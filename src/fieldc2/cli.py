@@ -29,6 +29,10 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
     parser.add_argument("--tcp-port", type=int, metavar="N",
                         help="CoT over TCP port (default 8087)")
+    parser.add_argument("--tls-port", type=int, metavar="N",
+                        help="CoT over mutual TLS port (default 8089)")
+    parser.add_argument("--no-tls", dest="tls", action="store_false", default=None,
+                        help="do not serve CoT over TLS")
     parser.add_argument("--http-port", type=int, metavar="N",
                         help="Marti API port (default 8443)")
     parser.add_argument("--data-dir", type=Path, metavar="DIR",
@@ -58,6 +62,33 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to write it (default ./fieldc2.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
+    ca = sub.add_parser("ca", help="the built-in certificate authority",
+                        description="Create or show the command post's certificate authority.")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    for action, text in (("init", "create the CA and the server certificate"),
+                         ("show", "print the CA's and the server's fingerprints")):
+        one = ca_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        one.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration")
+        one.add_argument("--data-dir", type=Path, metavar="DIR",
+                         help="where the CA lives (default ./fieldc2-data)")
+        if action == "init":
+            one.add_argument("--key-type", choices=["rsa2048", "p256"],
+                             help="key type (default rsa2048, what every TAK client imports)")
+
+    cert = sub.add_parser("cert", help="client certificates",
+                          description="Issue client certificates signed by the built-in CA.")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
+    issue = cert_sub.add_parser(
+        "issue", help="issue a client certificate (.pem, .key and .p12)",
+        description="Issue a client certificate and key as PEM and as a .p12 for TAK clients.")
+    issue.add_argument("name", help="the client's name (certificate CN)")
+    issue.add_argument("--days", type=int, default=365, help="validity (default 365)")
+    issue.add_argument("--passphrase", default="atakatak",
+                       help="the .p12 passphrase (default atakatak, the TAK default)")
+    issue.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration")
+    issue.add_argument("--data-dir", type=Path, metavar="DIR",
+                       help="where the CA lives (default ./fieldc2-data)")
+
     demo = sub.add_parser("demo", help="a command post with simulated field units, live view",
                           description="Start a command post on the embedded defaults with "
                                       "simulated field units reporting, and show clients and "
@@ -72,11 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    if args.command in ("ca", "cert"):
+        return load_config(args.config, data_dir=str(args.data_dir) if args.data_dir else None,
+                           **{"tls.key_type": getattr(args, "key_type", None)})
     return load_config(
         args.config,
         bind=args.bind,
         data_dir=str(args.data_dir) if args.data_dir else None,
         **{"stream.tcp_port": args.tcp_port, "http.port": args.http_port,
+           "tls.port": args.tls_port, "tls.enabled": args.tls,
            "multicast.enabled": args.multicast},
     )
 
@@ -114,6 +149,49 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca(args: argparse.Namespace, config: Config) -> int:
+    import datetime as dt
+
+    from fieldc2.crypto.ca import CertificateAuthority, fingerprint
+
+    directory = config.data_dir / "ca"
+    now = dt.datetime.now(dt.UTC)
+    if args.ca_command == "init":
+        ca = CertificateAuthority.create(directory, now=now, key_type=config.tls.key_type)
+        ca.server_credentials(config.tls.hostnames, config.tls.ips, now=now)
+        print(f"created a {ca.key_type} CA in {directory}")
+    else:
+        ca = CertificateAuthority.load(directory)
+    from cryptography import x509
+
+    print(f"CA      {ca.cert.subject.rfc4514_string()}")
+    print(f"        SHA-256 {fingerprint(ca.cert)}")
+    print(f"        valid until {ca.cert.not_valid_after_utc:%Y-%m-%d}")
+    server_pem = directory / "server.pem"
+    if server_pem.exists():
+        server = x509.load_pem_x509_certificate(server_pem.read_bytes())
+        san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n.value) for n in san]
+        print(f"server  {server.subject.rfc4514_string()} for {', '.join(names)}")
+        print(f"        SHA-256 {fingerprint(server)}")
+        print(f"        valid until {server.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def cmd_cert(args: argparse.Namespace, config: Config) -> int:
+    import datetime as dt
+
+    from fieldc2.crypto.ca import CertificateAuthority
+
+    ca = CertificateAuthority.load(config.data_dir / "ca")
+    paths = ca.write_client(args.name, now=dt.datetime.now(dt.UTC), days=args.days,
+                            passphrase=args.passphrase)
+    for kind, path in paths.items():
+        print(f"{kind:5} {path}")
+    print(f"CA    {ca.cert_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -124,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             return cmd_init(args)
         config = _config(args)
+        if args.command == "ca":
+            return cmd_ca(args, config)
+        if args.command == "cert":
+            return cmd_cert(args, config)
         if args.command == "serve":
             _run(_serve(config))
         elif args.command == "demo":

@@ -52,6 +52,23 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """CoT streaming over mutual TLS, with the built-in certificate authority."""
+
+    enabled: bool = True
+    """Serve CoT over TLS.  The CA and the server certificate are created in
+    ``<data_dir>/ca`` on first start when they do not exist."""
+    port: int = 8089
+    """Port for CoT over TLS (ATAK's default SSL streaming port)."""
+    hostnames: tuple[str, ...] = ("localhost",)
+    """DNS names clients use to reach the server (in its certificate)."""
+    ips: tuple[str, ...] = ("127.0.0.1",)
+    """IP addresses clients use to reach the server (in its certificate)."""
+    key_type: str = "rsa2048"
+    """Key type for a new CA and its certificates: ``rsa2048`` or ``p256``."""
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     """The Marti HTTP API that TAK clients call."""
 
@@ -127,6 +144,7 @@ class Config:
     server_name: str = "fieldc2"
     """Name reported to clients by the Marti API."""
     stream: StreamConfig = StreamConfig()
+    tls: TlsConfig = TlsConfig()
     http: HttpConfig = HttpConfig()
     multicast: MulticastConfig = MulticastConfig()
     groups: GroupConfig = GroupConfig()
@@ -136,6 +154,7 @@ class Config:
 
 _SECTIONS: dict[str, type[Any]] = {
     "stream": StreamConfig,
+    "tls": TlsConfig,
     "http": HttpConfig,
     "multicast": MulticastConfig,
     "groups": GroupConfig,
@@ -154,6 +173,11 @@ def _section(cls: type[Any], name: str, values: Mapping[str, Any]) -> Any:
         kwargs["members"] = {k: tuple(v) for k, v in kwargs["members"].items()}
     for key, value in kwargs.items():
         default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[{name}] {key} = {value!r}: expected a list of strings")
+            kwargs[key] = tuple(value)
+            continue
         if isinstance(default, bool) != isinstance(value, bool) or (
             isinstance(default, int | float | str) and not isinstance(value, type(default))
             and not (isinstance(default, float) and isinstance(value, int))
@@ -227,6 +251,17 @@ slow_client_timeout = 30.0
 max_backlog = 1000
 # Seconds before a silent new client is sent the current picture.
 picture_delay = 1.0
+
+[tls]
+# CoT over mutual TLS (ATAK "SSL" connections). The certificate authority and
+# the server certificate are made in <data_dir>/ca on first start.
+enabled = true
+port = 8089
+# Names and addresses clients use to reach this server (go in its certificate).
+hostnames = ["localhost"]
+ips = ["127.0.0.1"]
+# rsa2048 (what every TAK client imports) or p256.
+key_type = "rsa2048"
 
 [http]
 # Marti API for TAK clients (plain HTTP for now).

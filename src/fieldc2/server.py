@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import time
@@ -48,6 +49,9 @@ MAX_PENDING_WRITES = 100_000
 #: How often stale picture entries and old history are swept, seconds.
 EXPIRE_INTERVAL = 10.0
 BUS_SUBJECT = "fieldc2.cot"
+#: Seconds a client may take to complete the TLS handshake: a radio-linked
+#: phone can be slow, but a socket that never finishes must not linger.
+TLS_HANDSHAKE_TIMEOUT = 30.0
 #: Distinct group sets whose sorted names are cached; real deployments have
 #: tens.  Past this the cache starts afresh rather than growing.
 MAX_GROUP_SETS = 4096
@@ -120,6 +124,8 @@ class CommandPost:
         self._tasks: list[asyncio.Task[Any]] = []
         self._servers: list[asyncio.Server] = []
         self._http: Any = None
+        self._tls_server: asyncio.Server | None = None
+        self.ca: Any = None
         self._mesh: Any = None
         self._stopping = asyncio.Event()
         self._bus_peer = Peer(0, frozenset())
@@ -147,6 +153,15 @@ class CommandPost:
                 self._new_client, cfg.bind, cfg.stream.tcp_port, reuse_address=True, backlog=1024)
             self._servers.append(server)
             log.info("CoT over TCP on %s:%d", cfg.bind, self.tcp_port)
+        if cfg.tls.enabled:
+            from fieldc2.transport.tls import stream_context
+            context, self.ca = stream_context(cfg, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+            server = await loop.create_server(
+                self._new_client, cfg.bind, cfg.tls.port, ssl=context, reuse_address=True,
+                backlog=1024, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+            self._tls_server = server
+            log.info("CoT over TLS on %s:%d (CA %s)", cfg.bind, self.tls_port,
+                     self.ca.cert_path)
         if cfg.http.enabled:
             from fieldc2.api.http import HttpService
             self._http = HttpService(self)
@@ -164,6 +179,9 @@ class CommandPost:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._tls_server is not None:
+            self._servers.append(self._tls_server)
+            self._tls_server = None
         for server in self._servers:
             server.close()
         if self._http is not None:
@@ -193,7 +211,16 @@ class CommandPost:
 
     @property
     def tcp_port(self) -> int:
+        if not self.config.stream.tcp_enabled:
+            raise RuntimeError("TCP streaming is disabled in the configuration")
         port: int = self._servers[0].sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def tls_port(self) -> int:
+        if self._tls_server is None:
+            raise RuntimeError("TLS streaming is disabled in the configuration")
+        port: int = self._tls_server.sockets[0].getsockname()[1]
         return port
 
     @property

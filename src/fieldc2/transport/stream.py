@@ -20,6 +20,7 @@ from typing import Protocol, cast
 from fieldc2.fanout import Backlog, Outgoing
 from fieldc2.protocol.stream import Closing, CotStream, Format, Received, Rejected, Switched
 from fieldc2.router import GroupKey, Peer
+from fieldc2.transport.tls import peer_common_name
 
 log = logging.getLogger("fieldc2.stream")
 #: Characters a peer must not get into a log line (newlines forge new lines).
@@ -40,9 +41,22 @@ class ClientConnection(Peer, asyncio.Protocol):
     """One TAK client: a routing peer, a fan-out recipient and a protocol."""
 
     __slots__ = (
-        "_high", "addr", "backlog", "bytes_in", "bytes_out", "close_reason", "connected_at",
-        "events_in", "events_out", "hub", "last_seen", "paused_since", "picture_timer",
-        "stream", "transport",
+        "_high",
+        "addr",
+        "backlog",
+        "bytes_in",
+        "bytes_out",
+        "close_reason",
+        "connected_at",
+        "events_in",
+        "events_out",
+        "hub",
+        "identity",
+        "last_seen",
+        "paused_since",
+        "picture_timer",
+        "stream",
+        "transport",
     )
 
     def __init__(self, hub: Hub, peer_id: int, groups: GroupKey, stream: CotStream,
@@ -57,6 +71,8 @@ class ClientConnection(Peer, asyncio.Protocol):
         self.paused_since: float | None = None
         self.picture_timer: asyncio.TimerHandle | None = None
         self.close_reason = ""
+        self.identity = ""
+        """The CN of the client's certificate on TLS; empty on plain TCP."""
         self.connected_at = self.last_seen = time.time()
         self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
 
@@ -72,6 +88,7 @@ class ClientConnection(Peer, asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.identity = peer_common_name(transport.get_extra_info("peercert"))
         self.hub.connected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -122,7 +139,7 @@ class ClientConnection(Peer, asyncio.Protocol):
 
     @property
     def label(self) -> str:
-        name = self.callsign or self.uid or ""
+        name = self.callsign or self.uid or self.identity or ""
         if len(name) > 64:
             name = name[:64] + "..."
         return f"client {self.id} {_UNPRINTABLE.sub('?', name)}@{self.addr}"
