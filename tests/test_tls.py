@@ -91,6 +91,7 @@ def test_server_certificate_follows_the_configured_names(tmp_path: Path) -> None
 async def test_pytak_over_tls_and_a_tcp_client_share_the_picture(
         tls_post: CommandPost) -> None:
     post = tls_post
+    post.users.add("alpha", ("Cyan",))  # certificate-only account, same group as BRAVO
     paths = post.ca.write_client("alpha", now=NOW)
     parser = ConfigParser()
     parser["pytak"] = {

@@ -17,7 +17,7 @@ from typing import Any
 
 from fieldc2 import __version__
 from fieldc2.config import DEFAULT_TOML, Config, load_config
-from fieldc2.errors import FieldC2Error
+from fieldc2.errors import ConfigError, FieldC2Error
 
 log = logging.getLogger("fieldc2")
 
@@ -75,6 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--key-type", choices=["rsa2048", "p256"],
                              help="key type (default rsa2048, what every TAK client imports)")
 
+    user = sub.add_parser("user", help="user accounts, groups and roles",
+                          description="Manage the accounts that log in (enrollment, <auth>) "
+                                      "and the groups that decide who sees what.")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", help="add a user", description="Add a user.")
+    add.add_argument("name")
+    add.add_argument("--group", action="append", required=True,
+                     help="a group the user belongs to (repeat for several)")
+    add.add_argument("--role", choices=["admin", "operator", "member"], default="member")
+    for action, text in (("passwd", "set a user's password"), ("disable", "disable a user"),
+                         ("enable", "enable a disabled user")):
+        one = user_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        one.add_argument("name")
+    for one in (add, user_sub.choices["passwd"]):
+        one.add_argument("--password-stdin", action="store_true",
+                         help="read the password from standard input instead of prompting")
+    user_sub.add_parser("list", help="list users", description="List users.")
+    for one in user_sub.choices.values():
+        one.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration")
+        one.add_argument("--data-dir", type=Path, metavar="DIR",
+                         help="where users.json lives (default ./fieldc2-data)")
+
     cert = sub.add_parser("cert", help="client certificates",
                           description="Issue client certificates signed by the built-in CA.")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True, metavar="ACTION")
@@ -88,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration")
     issue.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="where the CA lives (default ./fieldc2-data)")
+
+    from fieldc2 import audit
+
+    audit.add_parser(sub)
+    from fieldc2.package import add_parser as add_package_parser
+
+    add_package_parser(sub)
 
     demo = sub.add_parser("demo", help="a command post with simulated field units, live view",
                           description="Start a command post on the embedded defaults with "
@@ -103,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    if args.command in ("ca", "cert"):
+    if args.command in ("ca", "cert", "user", "audit", "package"):
         return load_config(args.config, data_dir=str(args.data_dir) if args.data_dir else None,
                            **{"tls.key_type": getattr(args, "key_type", None)})
     return load_config(
@@ -181,14 +210,52 @@ def cmd_ca(args: argparse.Namespace, config: Config) -> int:
 def cmd_cert(args: argparse.Namespace, config: Config) -> int:
     import datetime as dt
 
+    from fieldc2.audit import AuditLog
     from fieldc2.crypto.ca import CertificateAuthority
 
     ca = CertificateAuthority.load(config.data_dir / "ca")
-    paths = ca.write_client(args.name, now=dt.datetime.now(dt.UTC), days=args.days,
-                            passphrase=args.passphrase)
+    now = dt.datetime.now(dt.UTC)
+    paths = ca.write_client(args.name, now=now, days=args.days, passphrase=args.passphrase)
+    with AuditLog(config.data_dir / "audit.log") as log_:
+        log_.append("cert_issued", "cli", args.name, now.timestamp(), days=str(args.days))
     for kind, path in paths.items():
         print(f"{kind:5} {path}")
     print(f"CA    {ca.cert_path}")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ConfigError("the passwords do not match")
+    return first
+
+
+def cmd_user(args: argparse.Namespace, config: Config) -> int:
+    from fieldc2.users import UserStore
+
+    users = UserStore(config.data_dir / "users.json")
+    action = args.user_command
+    if action == "add":
+        password = _read_password(args) if args.password_stdin or sys.stdin.isatty() else None
+        user = users.add(args.name, tuple(args.group), args.role, password)
+        note = "" if user.password else " (no password: certificate-only)"
+        print(f"added {user.name} ({user.role}) in {', '.join(user.groups)}{note}")
+    elif action == "passwd":
+        users.set_password(args.name, _read_password(args))
+        print(f"password of {args.name} changed")
+    elif action in ("disable", "enable"):
+        users.set_disabled(args.name, action == "disable")
+        print(f"{args.name} {action}d")
+    else:
+        for u in users.all():
+            state = "disabled" if u.disabled else "active"
+            login = "password" if u.password else "certificate only"
+            print(f"{u.name:24} {u.role:9} {state:9} {login:17} {', '.join(u.groups)}")
     return 0
 
 
@@ -206,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_ca(args, config)
         if args.command == "cert":
             return cmd_cert(args, config)
+        if args.command == "user":
+            return cmd_user(args, config)
+        if args.command == "audit":
+            from fieldc2 import audit
+
+            return audit.run(args, config)
+        if args.command == "package":
+            from fieldc2.package import run as run_package
+
+            return run_package(args, config)
         if args.command == "serve":
             _run(_serve(config))
         elif args.command == "demo":

@@ -30,6 +30,9 @@ class StreamConfig:
     """Accept CoT over plain TCP.  Switch off once everyone uses TLS."""
     tcp_port: int = 8087
     """Port for CoT over TCP (ATAK's default streaming port)."""
+    tcp_require_auth: bool = False
+    """Require an ``<auth>`` login (a user with a password) on plain TCP
+    before any event is accepted; its groups then come from the account."""
     offer_tak_v1: bool = True
     """Offer TAK protocol v1 (protobuf) to XML clients with ``t-x-takp-v``."""
     max_event_size: int = 256 * 1024
@@ -236,6 +239,8 @@ server_name = "fieldc2"
 # CoT over plain TCP (ATAK "TCP" connections).
 tcp_enabled = true
 tcp_port = 8087
+# Require an <auth> login (see `fieldc2 user add`) on plain TCP.
+tcp_require_auth = false
 # Offer TAK protocol v1 (protobuf, ~2.5x smaller) to clients that ask for it.
 offer_tak_v1 = true
 # Largest CoT event accepted, in bytes.

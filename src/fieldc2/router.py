@@ -25,13 +25,16 @@ GroupKey = frozenset[str]
 class Peer:
     """A connected client as routing sees it.  The server subclasses it."""
 
-    __slots__ = ("callsign", "groups", "id", "uid")
+    __slots__ = ("callsign", "fixed", "groups", "id", "uid")
 
     def __init__(self, peer_id: int, groups: GroupKey) -> None:
         self.id = peer_id
         self.uid = ""
         self.callsign = ""
         self.groups = groups
+        #: True once an authenticated identity decided the groups: what the
+        #: client writes in ``__group`` no longer moves it.
+        self.fixed = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.callsign or self.uid or '?'}>"
@@ -92,6 +95,12 @@ class Router:
         _unindex(self._by_callsign, peer.callsign, peer.id)
         self._audiences.clear()
 
+    def assign(self, peer: Peer, groups: GroupKey) -> None:
+        """Fix a peer's groups from its authenticated identity."""
+        peer.groups = groups
+        peer.fixed = True
+        self._audiences.clear()
+
     def observe(self, peer: Peer, event: Event, facts: EventFacts) -> bool:
         """Learn a peer's uid, callsign and groups from its self-report.
 
@@ -111,6 +120,8 @@ class Router:
             _unindex(self._by_callsign, peer.callsign, peer.id)
             peer.callsign = callsign
             self._by_callsign[callsign].add(peer.id)
+        if peer.fixed:
+            return False
         groups = self.groups_for(peer.uid, peer.callsign, facts.group)
         if groups == peer.groups:
             return False

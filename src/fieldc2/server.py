@@ -28,17 +28,19 @@ from typing import Any
 
 import msgspec
 
+from fieldc2.audit import AuditLog
 from fieldc2.bus import Bus, open_bus
 from fieldc2.config import Config
-from fieldc2.errors import BackendError, ProtocolError
+from fieldc2.errors import BackendError, ConfigError, FieldC2Error, ProtocolError
 from fieldc2.fanout import Outgoing, TickBatch, deliver_bucket
 from fieldc2.model.cot import NO_FACTS, Event, EventFacts, Takv
 from fieldc2.picture import Picture
 from fieldc2.protocol.cot_xml import parse_event
-from fieldc2.protocol.stream import CotStream, Received
+from fieldc2.protocol.stream import CotStream, LoginRequested, Received
 from fieldc2.router import Broadcast, Directed, Drop, GroupKey, Peer, Pong, Router
 from fieldc2.store import Store, StoredEvent, open_store
 from fieldc2.transport.stream import ClientConnection
+from fieldc2.users import FailureLimiter, UserStore
 
 log = logging.getLogger("fieldc2.server")
 
@@ -130,6 +132,10 @@ class CommandPost:
         self._stopping = asyncio.Event()
         self._bus_peer = Peer(0, frozenset())
         self._group_names: dict[GroupKey, tuple[str, ...]] = {}
+        self.users = UserStore(config.data_dir / "users.json")
+        self.login_limiter = FailureLimiter()
+        self._logins: set[asyncio.Task[None]] = set()
+        self.audit_log: AuditLog | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -142,6 +148,8 @@ class CommandPost:
         await self.stop()
 
     async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.audit_log = AuditLog(self.config.data_dir / "audit.log")
         await self.store.open()
         await self._load_picture()
         await self.bus.open()
@@ -199,6 +207,8 @@ class CommandPost:
         await self._write_pending()
         await self.bus.close()
         await self.store.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
         for server in self._servers:
             await server.wait_closed()
 
@@ -252,6 +262,8 @@ class CommandPost:
         self.clients[client.id] = client
         self.router.join(client)
         self.stats.connections += 1
+        if client.identity and not self._apply_identity(client, client.identity):
+            return
         loop = asyncio.get_running_loop()
         client.picture_timer = loop.call_later(
             self.config.stream.picture_delay, self._send_picture, client)
@@ -265,10 +277,73 @@ class CommandPost:
             endpoint.status = "Disconnected"
         log.info("%s: disconnected (%s)", client.label, reason)
 
+    def _apply_identity(self, client: ClientConnection, name: str) -> bool:
+        """Fix a client's groups from its account (or the configuration).
+
+        Returns False, having closed the connection, for a disabled account.
+        """
+        self._reload_users()
+        user = self.users.get(name)
+        if user is not None and user.disabled:
+            client.close(f"account {name!r} is disabled")
+            return False
+        groups = frozenset(user.groups) if user is not None \
+            else self.router.groups_for(name, name, None)
+        self.router.assign(client, groups)
+        log.info("%s: identified as %s in %s", client.label, name, ", ".join(sorted(groups)))
+        return True
+
+    def _reload_users(self) -> None:
+        try:
+            self.users.reload()
+        except ConfigError as exc:
+            log.error("%s; keeping the accounts loaded before", exc)
+
+    def login_requested(self, client: ClientConnection, request: LoginRequested) -> None:
+        task = asyncio.get_running_loop().create_task(self._login(client, request))
+        self._logins.add(task)
+        task.add_done_callback(self._logins.discard)
+
+    async def _login(self, client: ClientConnection, request: LoginRequested) -> None:
+        now = self.clock()
+        source = "addr:" + client.addr.rpartition(":")[0]
+        account = "user:" + request.username
+        limiter = self.login_limiter
+        if not (limiter.allowed(source, now) and limiter.allowed(account, now)):
+            client.close(f"too many failed logins for {request.username!r}; try again later")
+            return
+        self._reload_users()
+        user = await self.users.authenticate_async(request.username, request.password)
+        if user is None:
+            limiter.failed(source, now)
+            limiter.failed(account, now)
+            client.close(f"login failed for {request.username!r}")
+            await self.audit("login_failed", client.addr, request.username, via="tcp auth")
+            return
+        limiter.succeeded(source)
+        limiter.succeeded(account)
+        await self.audit("login", client.addr, user.name, via="tcp auth")
+        client.identity = user.name
+        if self._apply_identity(client, user.name):
+            client.unblock()
+
+    async def audit(self, kind: str, actor: str, subject: str, **detail: str) -> None:
+        """Append to the hash-chained audit log, off the event loop (it fsyncs)."""
+        if self.audit_log is None:
+            return
+        try:
+            await asyncio.to_thread(self.audit_log.append, kind, actor, subject, self.clock(),
+                                    **detail)
+        except FieldC2Error as exc:
+            log.error("audit log: %s", exc)
+
     def _send_picture(self, client: ClientConnection) -> None:
         if client.picture_timer is not None:
             client.picture_timer.cancel()
             client.picture_timer = None
+        if client.blocked or (self.config.stream.tcp_require_auth and not client.identity):
+            return  # not before we know who it is; its first event sends it
+        client.picture_sent = True
         client.stream.offer(self.clock())  # a silent client may be waiting for it
         offer = client.stream.data_to_send()
         if offer:
@@ -281,11 +356,14 @@ class CommandPost:
 
     def received(self, client: ClientConnection, message: Received) -> None:
         event, facts = message.event, message.facts
+        if self.config.stream.tcp_require_auth and not client.identity:
+            client.close("login required: this server needs <auth> before any event")
+            return
         self.stats.received += 1
         regrouped = self.router.observe(client, event, facts)
         if event.uid == client.uid:
             self._note_endpoint(client, event, facts)
-        if client.picture_timer is not None or regrouped:
+        if not client.picture_sent or regrouped:
             self._send_picture(client)
         route = self.router.route(client, event, facts)
         match route:

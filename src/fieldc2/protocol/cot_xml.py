@@ -310,6 +310,41 @@ def parse_event(data: bytes) -> tuple[Event, EventFacts]:
     return event, facts
 
 
+def parse_auth(data: bytes) -> tuple[str, str, str]:
+    """``<auth><cot username= password= uid=/></auth>`` -> (username, password, uid)."""
+    found: dict[str, str] = {}
+    depth = 0
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if depth == 1 and name != "auth":
+            raise CotError(f"root element is <{name[:40]}>, expected <auth>")
+        if depth > 2:
+            raise CotError("<auth> holds nothing deeper than <cot/>")
+        if depth == 2 and name == "cot":
+            found.update(attrs)
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser = ParserCreate("utf-8")
+    parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.ExternalEntityRefHandler = _refuse_external
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(data, True)
+    except ExpatError as exc:
+        raise CotError(f"malformed <auth>: {exc}") from exc
+    if not found.get("username"):
+        raise CotError("<auth> without <cot username=...>")
+    return found["username"], found.get("password", ""), found.get("uid", "")
+
+
 def parse_detail_xml(xml: str, taken: frozenset[str] = frozenset()) -> tuple[Detail, EventFacts]:
     """Validate and read a protobuf ``xmlDetail`` string.
 

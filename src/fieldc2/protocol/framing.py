@@ -46,6 +46,39 @@ class XmlFramer:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def leading_element(self, tag: bytes) -> bytes | None:
+        """Remove and return a complete ``<tag>...</tag>`` at the front.
+
+        Declarations and whitespace before it are dropped with it.  Returns
+        None when the buffer does not start with that element or it is not
+        complete yet.  Used for the ``<auth>`` message a TAK client sends
+        before any event on a server that requires a login.
+        """
+        buf = self._buf
+        start = 0
+        while True:
+            while start < len(buf) and buf[start] in _WHITESPACE:
+                start += 1
+            if buf.startswith(b"<?", start):
+                close = buf.find(_DECL_END, start)
+                if close < 0:
+                    return None
+                start = close + 2
+                continue
+            break
+        opening = b"<" + tag
+        if not buf.startswith(opening, start):
+            return None
+        closing = b"</" + tag + b">"
+        end = buf.find(closing, start, start + self.max_size)
+        if end < 0:
+            return None
+        end += len(closing)
+        element = bytes(buf[start:end])
+        del buf[:end]
+        self._scan_from = 0
+        return element
+
     def pending(self) -> bytes:
         """Bytes held but not yet framed (handed over on a protocol switch)."""
         data = bytes(self._buf)

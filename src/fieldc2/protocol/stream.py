@@ -23,7 +23,7 @@ import msgspec
 from fieldc2 import __version__
 from fieldc2.errors import FramingError, ProtocolError
 from fieldc2.model.cot import Event, EventFacts
-from fieldc2.protocol.cot_xml import format_time, parse_event
+from fieldc2.protocol.cot_xml import format_time, parse_auth, parse_event
 from fieldc2.protocol.framing import DEFAULT_MAX_EVENT_SIZE, ProtoStreamFramer, XmlFramer
 from fieldc2.protocol.tak_v1 import payload_to_event
 
@@ -95,13 +95,24 @@ class Switched(msgspec.Struct, frozen=True, tag=True):
     format: Format
 
 
+class LoginRequested(msgspec.Struct, frozen=True, tag=True):
+    """The client sent ``<auth>`` before its first event."""
+
+    username: str
+    password: str = msgspec.field(default="")
+    uid: str = ""
+
+    def __repr__(self) -> str:  # never put a password in a log line
+        return f"LoginRequested(username={self.username!r}, uid={self.uid!r})"
+
+
 class Closing(msgspec.Struct, frozen=True, tag=True):
     """The peer is misbehaving beyond repair; close the connection."""
 
     reason: str
 
 
-StreamEvent = Received | Rejected | Switched | Closing
+StreamEvent = Received | Rejected | Switched | LoginRequested | Closing
 
 _TAK_REQUEST = re.compile(r"""<TakRequest\b[^>]*\bversion\s*=\s*["'](\d+)["']""")
 
@@ -134,6 +145,7 @@ class CotStream:
         self.rejected_total = 0
         self._now = 0.0
         self._offered = False
+        self._first_message = True
 
     @property
     def state(self) -> State:
@@ -199,6 +211,8 @@ class CotStream:
             "</TakControl>", now)
 
     def _drain_xml(self, now: float) -> None:
+        if self._first_message:
+            self._take_login(now)
         while self._state is _XML and len(self._events) < MAX_PENDING_EVENTS:
             try:
                 frame = self._xml.next_frame()
@@ -210,6 +224,7 @@ class CotStream:
                 continue
             if frame is None:
                 return
+            self._first_message = False
             try:
                 event, facts = parse_event(frame)
             except ProtocolError as exc:
@@ -219,6 +234,19 @@ class CotStream:
                 self._negotiate(event, now)
             else:
                 self._events.append(Received(event, facts, xml=frame))
+
+    def _take_login(self, now: float) -> None:
+        """An ``<auth>`` message may come first, before any event."""
+        element = self._xml.leading_element(b"auth")
+        if element is None:
+            return
+        self._first_message = False
+        try:
+            username, password, uid = parse_auth(element)
+        except ProtocolError as exc:
+            self._reject(str(exc), now)
+            return
+        self._events.append(LoginRequested(username, password, uid))
 
     def _negotiate(self, request: Event, now: float) -> None:
         match = _TAK_REQUEST.search(request.detail.xml)

@@ -18,7 +18,15 @@ from collections.abc import Iterable
 from typing import Protocol, cast
 
 from fieldc2.fanout import Backlog, Outgoing
-from fieldc2.protocol.stream import Closing, CotStream, Format, Received, Rejected, Switched
+from fieldc2.protocol.stream import (
+    Closing,
+    CotStream,
+    Format,
+    LoginRequested,
+    Received,
+    Rejected,
+    Switched,
+)
 from fieldc2.router import GroupKey, Peer
 from fieldc2.transport.tls import peer_common_name
 
@@ -34,6 +42,8 @@ class Hub(Protocol):
 
     def received(self, client: ClientConnection, message: Received) -> None: ...
 
+    def login_requested(self, client: ClientConnection, request: LoginRequested) -> None: ...
+
     def disconnected(self, client: ClientConnection, reason: str) -> None: ...
 
 
@@ -44,6 +54,7 @@ class ClientConnection(Peer, asyncio.Protocol):
         "_high",
         "addr",
         "backlog",
+        "blocked",
         "bytes_in",
         "bytes_out",
         "close_reason",
@@ -54,6 +65,7 @@ class ClientConnection(Peer, asyncio.Protocol):
         "identity",
         "last_seen",
         "paused_since",
+        "picture_sent",
         "picture_timer",
         "stream",
         "transport",
@@ -71,6 +83,8 @@ class ClientConnection(Peer, asyncio.Protocol):
         self.paused_since: float | None = None
         self.picture_timer: asyncio.TimerHandle | None = None
         self.close_reason = ""
+        self.blocked = False
+        self.picture_sent = False
         self.identity = ""
         """The CN of the client's certificate on TLS; empty on plain TCP."""
         self.connected_at = self.last_seen = time.time()
@@ -95,16 +109,26 @@ class ClientConnection(Peer, asyncio.Protocol):
         now = time.time()
         self.last_seen = now
         self.bytes_in += len(data)
+        self.stream.receive_data(data, now)
+        self._drain()
+
+    def _drain(self) -> None:
         stream = self.stream
-        stream.receive_data(data, now)
         out = stream.data_to_send()  # negotiation replies go before anything else
         if out:
             self.write(out)
-        while (event := stream.next_event()) is not None:
+        while not self.blocked and (event := stream.next_event()) is not None:
             match event:
                 case Received():
                     self.events_in += 1
                     self.hub.received(self, event)
+                case LoginRequested():
+                    # Stop here until the (slow, threaded) password check is
+                    # done: what follows the login must be judged by its result.
+                    self.blocked = True
+                    if self.transport is not None:
+                        self.transport.pause_reading()
+                    self.hub.login_requested(self, event)
                 case Rejected(reason=reason):
                     log.warning("%s: dropped a message: %s", self.label, reason)
                 case Switched(format=fmt):
@@ -115,6 +139,13 @@ class ClientConnection(Peer, asyncio.Protocol):
         out = stream.data_to_send()
         if out:
             self.write(out)
+
+    def unblock(self) -> None:
+        """Resume after a successful login."""
+        self.blocked = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.picture_timer is not None:
