@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from fieldc2.config import Config, HttpConfig, StoreConfig, StreamConfig, TlsConfig
+from fieldc2.config import (
+    Config,
+    EnrollmentConfig,
+    HttpConfig,
+    StoreConfig,
+    StreamConfig,
+    TlsConfig,
+)
 from fieldc2.server import CommandPost
 
 
@@ -28,6 +35,7 @@ def make_config(data_dir: Path, *, tls: bool = False, **stream: Any) -> Config:
         stream=StreamConfig(**stream),
         http=HttpConfig(port=0),
         tls=TlsConfig(enabled=tls, port=0),
+        enrollment=EnrollmentConfig(port=0),
         store=StoreConfig(backend="sqlite"),
     )
 

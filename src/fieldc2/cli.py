@@ -35,6 +35,8 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
                         help="do not serve CoT over TLS")
     parser.add_argument("--http-port", type=int, metavar="N",
                         help="Marti API port (default 8443)")
+    parser.add_argument("--enrollment-port", type=int, metavar="N",
+                        help="certificate enrollment port (default 8446)")
     parser.add_argument("--data-dir", type=Path, metavar="DIR",
                         help="where the database lives (default ./fieldc2-data)")
     parser.add_argument("--multicast", action="store_true", default=None,
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration")
     issue.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="where the CA lives (default ./fieldc2-data)")
+    from fieldc2.crypto.revocation import add_cert_actions
+    add_cert_actions(cert_sub)
 
     from fieldc2 import audit
 
@@ -140,6 +144,7 @@ def _config(args: argparse.Namespace) -> Config:
         bind=args.bind,
         data_dir=str(args.data_dir) if args.data_dir else None,
         **{"stream.tcp_port": args.tcp_port, "http.port": args.http_port,
+           "enrollment.port": args.enrollment_port,
            "tls.port": args.tls_port, "tls.enabled": args.tls,
            "multicast.enabled": args.multicast},
     )
@@ -213,6 +218,9 @@ def cmd_cert(args: argparse.Namespace, config: Config) -> int:
     from fieldc2.audit import AuditLog
     from fieldc2.crypto.ca import CertificateAuthority
 
+    if args.cert_command != "issue":
+        from fieldc2.crypto.revocation import run_cert
+        return run_cert(args, config, now=dt.datetime.now(dt.UTC))
     ca = CertificateAuthority.load(config.data_dir / "ca")
     now = dt.datetime.now(dt.UTC)
     paths = ca.write_client(args.name, now=now, days=args.days, passphrase=args.passphrase)

@@ -78,7 +78,22 @@ class HttpConfig:
     enabled: bool = True
     """Serve the Marti API."""
     port: int = 8443
-    """Port for the Marti API (plain HTTP until TLS is configured)."""
+    """Port for the Marti API: HTTPS requiring a client certificate from the
+    built-in CA when ``[tls]`` is enabled; otherwise plain HTTP, open to all
+    (closed to all if ``stream.tcp_require_auth``: nobody can be identified)."""
+
+
+@dataclass(frozen=True)
+class EnrollmentConfig:
+    """Certificate enrollment: TAK clients trade a user name and password
+    (``fieldc2 user add``) for a client certificate from the built-in CA."""
+
+    enabled: bool = True
+    """Serve enrollment over HTTPS (needs ``[tls]`` enabled, for the CA)."""
+    port: int = 8446
+    """Port for enrollment (the TAK clients' default)."""
+    cert_days: int = 365
+    """Validity of the certificates enrollment issues, days."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,7 @@ class Config:
     stream: StreamConfig = StreamConfig()
     tls: TlsConfig = TlsConfig()
     http: HttpConfig = HttpConfig()
+    enrollment: EnrollmentConfig = EnrollmentConfig()
     multicast: MulticastConfig = MulticastConfig()
     groups: GroupConfig = GroupConfig()
     store: StoreConfig = StoreConfig()
@@ -159,6 +175,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "stream": StreamConfig,
     "tls": TlsConfig,
     "http": HttpConfig,
+    "enrollment": EnrollmentConfig,
     "multicast": MulticastConfig,
     "groups": GroupConfig,
     "store": StoreConfig,
@@ -269,9 +286,18 @@ ips = ["127.0.0.1"]
 key_type = "rsa2048"
 
 [http]
-# Marti API for TAK clients (plain HTTP for now).
+# Marti API for TAK clients: HTTPS with client certificates from the built-in
+# CA when [tls] is enabled (plain HTTP, open to all, when it is not).
 enabled = true
 port = 8443
+
+[enrollment]
+# Certificate enrollment (HTTPS, user name and password from `fieldc2 user
+# add`): TAK clients get their certificate here. Needs [tls] enabled.
+enabled = true
+port = 8446
+# Validity of the certificates it issues, days.
+cert_days = 365
 
 [multicast]
 # Mesh SA bridge on 239.2.3.1:6969. Off by default: it leaves the host.

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -41,6 +41,9 @@ from fieldc2.router import Broadcast, Directed, Drop, GroupKey, Peer, Pong, Rout
 from fieldc2.store import Store, StoredEvent, open_store
 from fieldc2.transport.stream import ClientConnection
 from fieldc2.users import FailureLimiter, UserStore
+
+if TYPE_CHECKING:
+    from fieldc2.crypto.revocation import RevocationWatcher
 
 log = logging.getLogger("fieldc2.server")
 
@@ -126,8 +129,10 @@ class CommandPost:
         self._tasks: list[asyncio.Task[Any]] = []
         self._servers: list[asyncio.Server] = []
         self._http: Any = None
+        self._enrollment: Any = None
         self._tls_server: asyncio.Server | None = None
         self.ca: Any = None
+        self._revocations: RevocationWatcher | None = None
         self._mesh: Any = None
         self._stopping = asyncio.Event()
         self._bus_peer = Peer(0, frozenset())
@@ -164,6 +169,9 @@ class CommandPost:
         if cfg.tls.enabled:
             from fieldc2.transport.tls import stream_context
             context, self.ca = stream_context(cfg, dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+            from fieldc2.crypto.revocation import RevocationWatcher
+            self._revocations = RevocationWatcher(self.ca.directory)
+            self._revocations.poll(self.clock())  # in force before the first client
             server = await loop.create_server(
                 self._new_client, cfg.bind, cfg.tls.port, ssl=context, reuse_address=True,
                 backlog=1024, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
@@ -174,6 +182,13 @@ class CommandPost:
             from fieldc2.api.http import HttpService
             self._http = HttpService(self)
             await self._http.start()
+        if cfg.enrollment.enabled and self.ca is not None:
+            from fieldc2.api.http import EnrollmentService
+            self._enrollment = EnrollmentService(self, cfg.enrollment.port,
+                                                 cert_days=cfg.enrollment.cert_days)
+            await self._enrollment.start()
+        elif cfg.enrollment.enabled:
+            log.info("certificate enrollment is off: it needs [tls] for the CA")
         if cfg.multicast.enabled:
             from fieldc2.transport.multicast import MeshBridge
             self._mesh = MeshBridge(self, cfg.multicast, next(self._ids))
@@ -184,6 +199,9 @@ class CommandPost:
             asyncio.create_task(self._writer(), name="fieldc2-store-writer"),
             asyncio.create_task(self._bus_reader(subscription), name="fieldc2-bus"),
         ]
+        if self._revocations is not None:
+            self._tasks.append(asyncio.create_task(
+                self._watch_revocations(self._revocations), name="fieldc2-revocations"))
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -194,6 +212,8 @@ class CommandPost:
             server.close()
         if self._http is not None:
             await self._http.stop()
+        if self._enrollment is not None:
+            await self._enrollment.stop()
         self.flush()
         for client in list(self.clients.values()):
             client.close("server shutting down", logging.INFO)
@@ -237,6 +257,11 @@ class CommandPost:
     def http_port(self) -> int:
         return int(self._http.port) if self._http is not None else 0
 
+    @property
+    def enrollment_port(self) -> int:
+        """Port of certificate enrollment; 0 when it is not served."""
+        return int(self._enrollment.port) if self._enrollment is not None else 0
+
     def group_names(self, key: GroupKey) -> tuple[str, ...]:
         """The sorted names of a group set (cached: there are few group sets)."""
         names = self._group_names.get(key)
@@ -259,6 +284,8 @@ class CommandPost:
                                 s.max_backlog, s.write_buffer_high)
 
     def connected(self, client: ClientConnection) -> None:
+        if self._revoked(client, "is revoked; refused"):
+            return
         self.clients[client.id] = client
         self.router.join(client)
         self.stats.connections += 1
@@ -268,6 +295,25 @@ class CommandPost:
         client.picture_timer = loop.call_later(
             self.config.stream.picture_delay, self._send_picture, client)
         log.info("%s: connected", client.label)
+
+    def _revoked(self, client: ClientConnection, verdict: str) -> bool:
+        """Close a client whose TLS certificate is revoked (logged at WARNING)."""
+        watcher, transport = self._revocations, client.transport
+        if watcher is None or transport is None:
+            return False
+        serial = watcher.revoked_peer(transport.get_extra_info("peercert"))
+        if serial is None:
+            return False
+        client.close(f"certificate {serial:X} of {client.identity!r} {verdict}")
+        return True
+
+    async def _watch_revocations(self, watcher: RevocationWatcher) -> None:
+        """Drop live clients within a poll of `fieldc2 cert revoke` (another process)."""
+        while True:
+            await asyncio.sleep(watcher.interval)
+            if watcher.poll(self.clock()):
+                for client in list(self.clients.values()):
+                    self._revoked(client, "was revoked")
 
     def disconnected(self, client: ClientConnection, reason: str) -> None:
         self.clients.pop(client.id, None)

@@ -12,6 +12,10 @@ Files, under ``<data_dir>/ca/`` (keys written 0600, the directory 0700)::
     server.pem server.key   the server's certificate, reissued when the
                             configured names change or it nears expiry
     clients/NAME.pem .key .p12   client certificates issued by `fieldc2 cert`
+    issued.jsonl            one line per certificate this authority signed
+                            (:class:`IssuedCertificate`), appended as it signs;
+                            what `fieldc2 cert list` and revoke-by-name read
+    revoked.jsonl crl.pem   revocations (:mod:`fieldc2.crypto.revocation`)
 
 Time is an argument (``now``) everywhere, so tests can make expired and
 not-yet-valid certificates without waiting.
@@ -22,9 +26,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Annotated, Generic, Literal, NamedTuple, TypeVar
 
+import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -39,6 +45,99 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 RENEW_BEFORE = dt.timedelta(days=30)
 #: Allowance for client clocks that run a little behind ours.
 CLOCK_SKEW = dt.timedelta(minutes=5)
+#: The registry of issued certificates.
+REGISTRY = "issued.jsonl"
+#: Largest record file (registry or revocation list) read whole.  A line is
+#: about 200 bytes, so this is some 80,000 certificates: far beyond what one
+#: command post issues, small enough that reading it cannot exhaust memory.
+MAX_RECORDS_BYTES = 16 * 1024 * 1024
+#: Longest record line; a real one is about 200 bytes.  Longer is corruption.
+MAX_RECORD_LINE = 4096
+
+#: A certificate serial number as upper-case hex without separators, the way
+#: ``ssl`` reports ``serialNumber`` (RFC 5280 allows at most 20 octets).
+SerialHex = Annotated[str, msgspec.Meta(pattern="^[0-9A-F]{1,40}$")]
+Record = TypeVar("Record", bound=msgspec.Struct)
+
+
+class IssuedCertificate(msgspec.Struct, frozen=True, kw_only=True):
+    """One certificate this authority signed: a line of ``issued.jsonl``."""
+
+    serial: SerialHex
+    common_name: str
+    kind: Literal["client", "server"]
+    issued_at: dt.datetime
+    not_after: dt.datetime
+
+    @property
+    def number(self) -> int:
+        """The serial as an integer, as :mod:`cryptography` has it."""
+        return int(self.serial, 16)
+
+
+class Loaded(NamedTuple, Generic[Record]):
+    """Records read from a ``.jsonl`` file, and what was wrong with the rest."""
+
+    records: list[Record]
+    problems: list[str]
+    """One message per unreadable line (``file:line: why``); never fatal."""
+
+
+def serial_hex(serial: int) -> str:
+    return f"{serial:X}"
+
+
+def parse_records(data: bytes, kind: type[Record], source: str, first_line: int = 1
+                  ) -> Loaded[Record]:
+    """Decode one record per line; a bad line is reported and skipped."""
+    decoder = msgspec.json.Decoder(kind)
+    loaded: Loaded[Record] = Loaded([], [])
+    for number, line in enumerate(data.split(b"\n"), first_line):
+        if not line.strip():
+            continue
+        if len(line) > MAX_RECORD_LINE:
+            loaded.problems.append(f"{source}:{number}: line longer than {MAX_RECORD_LINE} "
+                                   "bytes; ignored")
+            continue
+        try:
+            loaded.records.append(decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            loaded.problems.append(f"{source}:{number}: {exc}; line ignored")
+    return loaded
+
+
+def read_records(path: Path, kind: type[Record]) -> Loaded[Record]:
+    """All records of a ``.jsonl`` file (none if it does not exist)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_RECORDS_BYTES + 1)
+    except FileNotFoundError:
+        return Loaded([], [])
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if len(data) > MAX_RECORDS_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_RECORDS_BYTES} bytes; "
+                          "it is not a file fieldc2 wrote")
+    return parse_records(data, kind, str(path))
+
+
+def append_records(path: Path, records: Iterable[msgspec.Struct]) -> None:
+    """Append lines in one write, flushed to disk: a reader in another
+    process sees either none of them or whole lines (plus, at worst, a
+    partial last line that it leaves until it is complete)."""
+    data = b"".join(msgspec.json.encode(record) + b"\n" for record in records)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # a hand-edited file without a final newline
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc}") from exc
 
 
 def new_key(key_type: str) -> PrivateKey:
@@ -68,6 +167,19 @@ def _key_pem(key: PrivateKey) -> bytes:
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else ""
+    return value if isinstance(value, str) else value.decode(errors="replace")
+
+
+def _issued_record(cert: x509.Certificate, kind: Literal["client", "server"],
+                   now: dt.datetime) -> IssuedCertificate:
+    return IssuedCertificate(serial=serial_hex(cert.serial_number), common_name=common_name(cert),
+                             kind=kind, issued_at=now.astimezone(dt.UTC),
+                             not_after=cert.not_valid_after_utc)
 
 
 class CertificateAuthority:
@@ -117,6 +229,7 @@ class CertificateAuthority:
         )
         _write_private(directory / "ca.key", _key_pem(key))
         (directory / "ca.pem").write_bytes(_cert_pem(cert))
+        (directory / REGISTRY).touch(0o600)
         return cls(directory, cert, key, key_type)
 
     @classmethod
@@ -157,6 +270,43 @@ class CertificateAuthority:
             raise ConfigError("only RSA and EC keys can be certified")
         return self._sign(public, common_name, now=now, days=days)
 
+    @property
+    def registry_path(self) -> Path:
+        return self.directory / REGISTRY
+
+    def issued(self) -> Loaded[IssuedCertificate]:
+        """Every certificate this authority has signed, oldest first."""
+        self._ensure_registry()
+        loaded = read_records(self.registry_path, IssuedCertificate)
+        # Two processes starting the registry at once both write it: say each once.
+        unique: dict[str, IssuedCertificate] = {}
+        for record in loaded.records:
+            unique.setdefault(record.serial, record)
+        return Loaded(list(unique.values()), loaded.problems)
+
+    def _record(self, cert: x509.Certificate, kind: Literal["client", "server"],
+                now: dt.datetime) -> None:
+        self._ensure_registry()
+        append_records(self.registry_path, [_issued_record(cert, kind, now)])
+
+    def _ensure_registry(self) -> None:
+        """Start the registry from the certificate files of an authority made
+        before there was one, so that its clients can be listed and revoked."""
+        if self.registry_path.exists():
+            return
+        files: list[tuple[Path, Literal["client", "server"]]] = [
+            (path, "client") for path in sorted((self.directory / "clients").glob("*.pem"))]
+        files.append((self.directory / "server.pem", "server"))
+        records: list[IssuedCertificate] = []
+        for path, kind in files:
+            try:
+                cert = x509.load_pem_x509_certificate(path.read_bytes())
+            except (OSError, ValueError):
+                continue  # not there, or not a certificate: nothing to record
+            if cert.issuer == self.cert.subject:
+                records.append(_issued_record(cert, kind, cert.not_valid_before_utc))
+        append_records(self.registry_path, records)
+
     def _sign(self, public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, common_name: str, *,
               now: dt.datetime, days: int, server: bool = False,
               hostnames: Sequence[str] = (), ips: Sequence[str] = (),
@@ -180,7 +330,9 @@ class CertificateAuthority:
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return builder.sign(self.key, hashes.SHA256())
+        cert = builder.sign(self.key, hashes.SHA256())
+        self._record(cert, "server" if server else "client", now)
+        return cert
 
     def server_credentials(self, hostnames: Sequence[str], ips: Sequence[str], *,
                            now: dt.datetime) -> tuple[Path, Path]:
