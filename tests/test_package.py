@@ -285,3 +285,11 @@ def test_cli_needs_a_reachable_host(ca: CertificateAuthority, tmp_path: Path) ->
     add_parser(parser.add_subparsers(dest="command"))
     with pytest.raises(ConfigError, match="--host"):
         run(parser.parse_args(["package", "ECHO"]), Config(data_dir=tmp_path))
+
+
+def test_cert_issue_p12_uses_algorithms_android_reads(ca: CertificateAuthority) -> None:
+    """`fieldc2 cert issue` writes the same legacy encoding as the packages."""
+    paths = ca.write_client("standalone", now=NOW)
+    data = paths["p12"].read_bytes()
+    assert SHA1_OID in data and TRIPLE_DES_OID in data
+    assert PBES2_OID not in data

@@ -57,13 +57,13 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from fieldc2.config import Config
-from fieldc2.crypto.ca import CertificateAuthority, fingerprint
+from fieldc2.crypto.ca import CertificateAuthority, fingerprint, tak_p12_encryption
 from fieldc2.errors import ConfigError, MissingExtraError
 
 #: The TAK clients' customary keystore passphrase.
@@ -79,7 +79,6 @@ PREFERENCES = "config.pref"
 CERT_DIR = "cert/"
 #: PBKDF iterations in the keystores, as ``openssl pkcs12 -legacy`` writes
 #: them.  The passphrase is the weak part; more rounds would not change that.
-P12_KDF_ROUNDS = 2048
 #: ATAK's own English value for "cache username and password" (``cache_creds_both``).
 CACHE_CREDENTIALS = "Cache credentials"
 #: A device name is a file name, a zip entry and a ``.p12`` name on the device.
@@ -149,16 +148,6 @@ def default_host(config: Config) -> str:
 # --- keystores ---------------------------------------------------------------------
 
 
-def _legacy_encryption(passphrase: str) -> serialization.KeySerializationEncryption:
-    if not passphrase:
-        raise ConfigError("the keystore passphrase must not be empty")
-    return (serialization.PrivateFormat.PKCS12.encryption_builder()
-            .kdf_rounds(P12_KDF_ROUNDS)
-            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-            .hmac_hash(hashes.SHA1())
-            .build(passphrase.encode()))
-
-
 def _common_name(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = names[0].value if names else "CA"
@@ -169,14 +158,14 @@ def truststore(ca: CertificateAuthority, passphrase: str) -> bytes:
     """The CA certificate alone, named by its CN as ``openssl -caname`` does."""
     entry = pkcs12.PKCS12Certificate(ca.cert, _common_name(ca.cert).encode())
     return pkcs12.serialize_key_and_certificates(None, None, None, [entry],
-                                                 _legacy_encryption(passphrase))
+                                                 tak_p12_encryption(passphrase))
 
 
 def client_keystore(ca: CertificateAuthority, name: str, *, now: dt.datetime, days: int,
                     passphrase: str) -> bytes:
     """Issue ``name`` a certificate with :meth:`CertificateAuthority.write_client`
     and re-encode its key and certificate with algorithms TAK clients read."""
-    encryption = _legacy_encryption(passphrase)
+    encryption = tak_p12_encryption(passphrase)
     paths = ca.write_client(name, now=now, days=days, passphrase=passphrase)
     cert = x509.load_pem_x509_certificate(paths["cert"].read_bytes())
     key = serialization.load_pem_private_key(paths["key"].read_bytes(), None)

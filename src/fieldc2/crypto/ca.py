@@ -148,6 +148,27 @@ def new_key(key_type: str) -> PrivateKey:
     raise ConfigError(f"unknown key type {key_type!r}; choose one of {KEY_TYPES}")
 
 
+#: PBKDF rounds of the legacy PKCS#12 encryption TAK clients read.
+P12_KDF_ROUNDS = 2048
+
+
+def tak_p12_encryption(passphrase: str) -> serialization.KeySerializationEncryption:
+    """PKCS#12 encryption every TAK client can open: SHA-1 MAC, 3DES keys.
+
+    ATAK's BouncyCastle rejects a SHA-256 MAC (ATAK-CIV #224) and PBES2 keys
+    (#156); TAK Server's certificate scripts use ``openssl pkcs12 -legacy``
+    for the same reason.  The passphrase, not the cipher, is the protection
+    that matters for a file that travels by data package or USB.
+    """
+    if not passphrase:
+        raise ConfigError("the keystore passphrase must not be empty")
+    return (serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(P12_KDF_ROUNDS)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())
+            .build(passphrase.encode()))
+
+
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 fingerprint as colon-separated hex, as TAK tools print it."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
@@ -379,6 +400,6 @@ class CertificateAuthority:
         _write_private(paths["key"], _key_pem(key))
         p12 = pkcs12.serialize_key_and_certificates(
             name.encode(), key, cert, [self.cert],
-            serialization.BestAvailableEncryption(passphrase.encode()))
+            tak_p12_encryption(passphrase))
         _write_private(paths["p12"], p12)
         return paths
