@@ -28,7 +28,8 @@ def _view(post: CommandPost, started: float) -> Group:
     stats = post.stats
     header = (
         f"[b]fieldc2 command post[/b]  CoT TCP {post.config.bind}:{post.tcp_port}   "
-        f"Marti http://{post.config.bind}:{post.http_port}/Marti/api/version\n"
+        f"Marti {'https' if post.ca is not None else 'http'}://{post.config.bind}:"
+        f"{post.http_port}/Marti/api/version\n"
         f"clients {len(post.clients)}   picture {len(post.picture)}   "
         f"received {stats.received} ({stats.received / elapsed:.1f}/s)   "
         f"delivered {stats.delivered} ({stats.delivered / elapsed:.1f}/s)   "

@@ -40,7 +40,7 @@ from fieldc2.protocol.stream import CotStream, LoginRequested, Received
 from fieldc2.router import Broadcast, Directed, Drop, GroupKey, Peer, Pong, Router
 from fieldc2.store import Store, StoredEvent, open_store
 from fieldc2.transport.stream import ClientConnection
-from fieldc2.users import FailureLimiter, UserStore
+from fieldc2.users import FailureLimiter, UserStore, limiter_key
 
 if TYPE_CHECKING:
     from fieldc2.crypto.revocation import RevocationWatcher
@@ -352,8 +352,8 @@ class CommandPost:
 
     async def _login(self, client: ClientConnection, request: LoginRequested) -> None:
         now = self.clock()
-        source = "addr:" + client.addr.rpartition(":")[0]
-        account = "user:" + request.username
+        source = limiter_key("addr", client.addr.rpartition(":")[0])
+        account = limiter_key("user", request.username)
         limiter = self.login_limiter
         if not (limiter.allowed(source, now) and limiter.allowed(account, now)):
             client.close(f"too many failed logins for {request.username!r}; try again later")

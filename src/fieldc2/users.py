@@ -191,6 +191,15 @@ def _dummy_hash() -> str:
     return hash_password("not a real password", salt=b"fieldc2-dummy-salt")
 
 
+def limiter_key(kind: str, value: str) -> str:
+    """A bounded limiter key: a peer chooses the name, not our memory use.
+
+    The same keys are used by the stream's ``<auth>`` and by enrollment, so a
+    guesser gains nothing by alternating between them.
+    """
+    return f"{kind}:{value[:64]}"
+
+
 @dataclass
 class FailureLimiter:
     """Exponential back-off per key (a source address, a user name).
@@ -219,6 +228,11 @@ class FailureLimiter:
         self._state[key] = (count, until)
         while len(self._state) > self.max_keys:
             self._state.popitem(last=False)
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may try again; 0 when it may now."""
+        state = self._state.get(key)
+        return max(0.0, state[1] - now) if state is not None else 0.0
 
     def succeeded(self, key: str) -> None:
         self._state.pop(key, None)

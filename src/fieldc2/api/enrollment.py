@@ -290,12 +290,7 @@ class LoginGuard:
 
     def retry_after(self, key: str, now: float) -> float:
         """Seconds until ``key`` may try again; 0 when it may now."""
-        if self.limiter.allowed(key, now):
-            return 0.0
-        # FailureLimiter keeps (failures, blocked-until) per key and has no
-        # public way to ask for the second; a `retry_after` there would be better.
-        state = self.limiter._state.get(key)
-        return state[1] - now if state is not None else 1.0
+        return self.limiter.retry_after(key, now)
 
 
 # --- the app -------------------------------------------------------------------
