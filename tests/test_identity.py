@@ -196,3 +196,18 @@ async def test_logins_are_in_the_audit_log_and_it_verifies(tmp_path: Path) -> No
     assert PASSWORD not in log_text
     result = verify(tmp_path / "audit.log")
     assert result.ok and result.records == 2
+
+
+async def test_a_joiner_gets_only_its_own_groups_picture(post: CommandPost) -> None:
+    _red, red_w = await tls_client(post, "red1")
+    red_w.write(self_report("RED-1", "RED ONE", 47.0, 11.0, group="Cyan"))
+    _cyan, cyan_w = await tls_client(post, "cyan1")
+    cyan_w.write(self_report("CYAN-1", "CYAN ONE", 47.0, 11.0))
+    await eventually(lambda: post.stats.received >= 2)
+    # Late joiners, silent: the picture arrives after picture_delay.
+    late_cyan, _ = await tls_client(post, "cyan1")
+    late_red, _ = await tls_client(post, "red1")
+    await eventually(lambda: b"CYAN-1" in late_cyan.data and b"RED-1" in late_red.data)
+    await asyncio.sleep(0.3)
+    assert b"RED-1" not in late_cyan.data
+    assert b"CYAN-1" not in late_red.data
