@@ -13,6 +13,14 @@ bytes, so the element arrives unchanged.  A few *sampled* clients (``--sample``)
 parse every event they receive and compute latency from it; all other clients
 only count bytes and ``</event>``.  See docs/benchmarks.md for the method.
 
+With ``--tls`` the same clients connect over mutual TLS instead, to the
+server's TLS port, all presenting one client certificate.  Before the server
+starts, in both modes, ``fieldc2 ca init``, ``fieldc2 cert issue bench`` and
+``fieldc2 user add bench --group Cyan`` prepare its data dir: the server fixes
+a TLS client's groups from its certificate's account, so TLS clients are in
+the same one group as TCP clients (who name it in their self-reports).  Only
+the port and the TLS layer differ, so the two kinds of run are comparable.
+
 Every loop is bounded in count and time, and the server is terminated at the
 end of each run whatever happens (Ctrl+C included).  Loopback only.
 """
@@ -26,6 +34,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import http.client
 import json
 import math
 import os
@@ -34,6 +43,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,6 +82,19 @@ TARGET_CPU_US_AT_100 = 3.0
 TARGET_HELD_N = 500
 TARGET_IDLE_RSS_MB = 80.0
 TARGET_RSS_PER_CLIENT_KB = 100.0
+#: The security issue's target: TLS fan-out costs at most this much server CPU
+#: per delivered event as plain TCP, at N = TARGET_TLS_N.
+TARGET_TLS_RATIO = 1.5
+TARGET_TLS_N = 500
+#: The client certificate every TLS client presents (one identity, one group).
+TLS_CLIENT_NAME = "bench"
+#: The name the clients check the server certificate against (it is issued for
+#: localhost and 127.0.0.1).
+TLS_SERVER_NAME = "localhost"
+#: Connections opened at once: TLS handshakes cost milliseconds of CPU on both
+#: sides, so fewer at a time keeps every one well inside its timeout on 2 cores.
+TCP_CONNECT_BATCH = 50
+TLS_CONNECT_BATCH = 25
 
 console = Console()
 if not console.is_terminal:
@@ -105,13 +128,24 @@ class ServerProcess:
         self.http_port = free_port()
         while self.http_port == self.tcp_port:
             self.http_port = free_port()
+        self.tls_port = free_port()
+        while self.tls_port in (self.tcp_port, self.http_port):
+            self.tls_port = free_port()
+        self.enrollment_port = free_port()
+        while self.enrollment_port in (self.tcp_port, self.http_port, self.tls_port):
+            self.enrollment_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.command: list[str] = []
+        self.api_context: ssl.SSLContext | None = None
+        """Client context for the Marti API when it wants a client certificate."""
+        self._schemes = ("http", "https")
+        """Marti API schemes to try; narrowed to the one that answered."""
 
     def start(self, timeout: float) -> None:
         self.command = [
             *server_command(), "serve", "--tcp-port", str(self.tcp_port),
-            "--http-port", str(self.http_port), "--data-dir", str(self.data_dir),
+            "--tls-port", str(self.tls_port), "--http-port", str(self.http_port),
+            "--enrollment-port", str(self.enrollment_port), "--data-dir", str(self.data_dir),
             "--log-level", "warning", *self.extra,
         ]
         with open(self.log_path, "wb") as log:
@@ -120,16 +154,23 @@ class ServerProcess:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
+        accepting = False
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n"
                                    + self.log_tail())
-            with contextlib.suppress(OSError), socket.create_connection(
-                    (HOST, self.tcp_port), timeout=0.5):
+            if not accepting:
+                with contextlib.suppress(OSError), socket.create_connection(
+                        (HOST, self.tcp_port), timeout=0.5):
+                    accepting = True
+            # The server opens TCP, then TLS, then the Marti API: once the API
+            # answers, the TLS port listens too.
+            if accepting and self.connected_endpoints(timeout=1.0) is not None:
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"server did not accept on {HOST}:{self.tcp_port} within "
-                           f"{timeout:.0f} s:\n{self.log_tail()}")
+        raise RuntimeError(f"server did not accept on {HOST}:{self.tcp_port} and answer on "
+                           f"{HOST}:{self.http_port} within {timeout:.0f} s:\n"
+                           f"{self.log_tail()}")
 
     @property
     def pid(self) -> int:
@@ -166,13 +207,22 @@ class ServerProcess:
     def threads(self) -> int:
         return self.status_kb("Threads")
 
-    def connected_endpoints(self) -> int | None:
+    def connected_endpoints(self, timeout: float = 5.0) -> int | None:
         """Clients the server reports as connected (Marti clientEndPoints), or None."""
-        url = f"http://{HOST}:{self.http_port}/Marti/api/clientEndPoints"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                body = json.load(resp)
-        except (OSError, ValueError):
+        body: Any = None
+        for scheme in self._schemes:
+            if scheme == "https" and self.api_context is None:
+                continue
+            url = f"{scheme}://{HOST}:{self.http_port}/Marti/api/clientEndPoints"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout,
+                                            context=self.api_context) as resp:
+                    body = json.load(resp)
+            except (OSError, ValueError, http.client.HTTPException):
+                continue
+            self._schemes = (scheme,)
+            break
+        else:
             return None
         data = body.get("data", []) if isinstance(body, dict) else []
         return sum(1 for e in data if isinstance(e, dict)
@@ -205,6 +255,46 @@ class ServerProcess:
             return self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
+
+
+@dataclass
+class TlsFiles:
+    """The CA and the client credentials a TLS run uses."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_credentials(data_dir: Path, key_type: str, config: Path | None,
+                         timeout: float = 60.0) -> TlsFiles:
+    """The CA, the client certificate and its account, in the server's data dir.
+
+    ``fieldc2 ca init``, ``fieldc2 cert issue bench`` and ``fieldc2 user add
+    bench --group Cyan --role admin``: the account puts every TLS client in the
+    group the TCP clients name in their self-reports, and lets the benchmark's
+    Marti query (over HTTPS with this certificate, when the API wants one) list
+    every client.  Done for TCP runs too, so that both start the same server.
+    """
+    extra = ["--config", str(config)] if config else []
+    for cmd in (["ca", "init", "--key-type", key_type], ["cert", "issue", TLS_CLIENT_NAME],
+                ["user", "add", TLS_CLIENT_NAME, "--group", GROUP, "--role", "admin"]):
+        full = [*server_command(), *cmd, "--data-dir", str(data_dir), *extra]
+        done = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(full)} exited with {done.returncode}:\n"
+                               f"{done.stdout}{done.stderr}")
+    ca_dir = data_dir / "ca"
+    return TlsFiles(ca_dir / "ca.pem", ca_dir / "clients" / f"{TLS_CLIENT_NAME}.pem",
+                    ca_dir / "clients" / f"{TLS_CLIENT_NAME}.key")
+
+
+def client_context(files: TlsFiles) -> ssl.SSLContext:
+    """What a TAK client does: verify the server against the CA, present our certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    return context
 
 
 def source_state() -> tuple[str, str]:
@@ -462,6 +552,15 @@ class SampledClient(Client):
 @dataclass
 class RunResult:
     clients: int
+    transport: str = "tcp"
+    """"tcp", or "tls" (mutual TLS with one shared client certificate)."""
+    tls_key_type: str | None = None
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    connect_s: float = 0.0
+    """Wall time to connect all N clients (TLS: including the handshakes)."""
+    connect_server_cpu_s: float = 0.0
+    """Server CPU over the connect phase (the handshakes, the self-reports, the pictures)."""
     connected: int = 0
     server_saw: int | None = None
     lost: int = 0
@@ -546,14 +645,19 @@ class Run:
         self.progress = progress
         self.window = Window()
         self.clients: list[Client] = []
-        self.result = RunResult(clients=n, duration=args.duration, rate=args.rate)
-        self.task = progress.add_task(f"N={n}: idle", total=None, info="")
+        self.result = RunResult(clients=n, duration=args.duration, rate=args.rate,
+                                transport="tls" if args.tls else "tcp",
+                                tls_key_type=args.tls_key_type if args.tls else None)
+        self.ssl: ssl.SSLContext | None = None
+        """The client context of a TLS run (set before :meth:`run`)."""
+        self.label = f"N={n}" + (" TLS" if args.tls else "")
+        self.task = progress.add_task(f"{self.label}: idle", total=None, info="")
         self.phase = "idle"
         self.profiler: subprocess.Popen[bytes] | None = None
 
     def _info(self, text: str, completed: float | None = None,
               total: float | None = None) -> None:
-        self.progress.update(self.task, description=f"N={self.n}: {self.phase}", info=text,
+        self.progress.update(self.task, description=f"{self.label}: {self.phase}", info=text,
                              completed=completed, total=total)
 
     async def connect(self) -> None:
@@ -562,8 +666,14 @@ class Run:
         count = min(args.sample, n)
         sampled = {round(k * n / count) for k in range(count)} if count else set()
         self.phase = "connecting"
-        batch = max(1, args.connect_batch)
-        deadline = loop.time() + args.connect_timeout
+        batch = max(1, args.connect_batch or (TLS_CONNECT_BATCH if self.ssl else TCP_CONNECT_BATCH))
+        port = self.server.tls_port if self.ssl else self.server.tcp_port
+        tls: dict[str, Any] = {} if self.ssl is None else {
+            "ssl": self.ssl, "server_hostname": TLS_SERVER_NAME,
+            "ssl_handshake_timeout": args.handshake_timeout}
+        start = loop.time()
+        cpu0 = sum(self.server.cpu())
+        deadline = start + args.connect_timeout
         for first in range(0, n, batch):
             made = []
             for i in range(first, min(first + batch, n)):
@@ -571,14 +681,23 @@ class Run:
                 client = cls(i, self.window, args.rate)
                 self.clients.append(client)
                 made.append(loop.create_connection(functools.partial(_same, client), HOST,
-                                                   self.server.tcp_port))
+                                                   port, **tls))
             left = deadline - loop.time()
             if left <= 0:
                 raise TimeoutError(f"connecting {n} clients took over {args.connect_timeout} s")
             await asyncio.wait_for(asyncio.gather(*made), left)
             self._info(f"{len(self.clients)}/{n} connected", len(self.clients), n)
+        self.result.connect_s = loop.time() - start
+        self.result.connect_server_cpu_s = sum(self.server.cpu()) - cpu0
         self.result.connected = sum(1 for c in self.clients if c.transport is not None)
         self.result.sampled = count
+        if self.ssl is not None:
+            first_ssl = next((c.transport.get_extra_info("ssl_object") for c in self.clients
+                              if c.transport is not None), None)
+            if first_ssl is not None:
+                self.result.tls_version = first_ssl.version()
+                cipher = first_ssl.cipher()
+                self.result.tls_cipher = cipher[0] if cipher else None
 
     async def monitor(self, t_start: float, t_total: float) -> None:
         """Update the progress line twice a second until the run's end (bounded)."""
@@ -768,8 +887,9 @@ class Run:
 
 
 async def _run_async(args: argparse.Namespace, n: int, server: ServerProcess,
-                     progress: Progress) -> RunResult:
+                     progress: Progress, context: ssl.SSLContext | None) -> RunResult:
     run = Run(args, n, server, progress)
+    run.ssl = context
     try:
         return await run.run()
     finally:
@@ -785,18 +905,25 @@ def run_one(args: argparse.Namespace, n: int, progress: Progress) -> RunResult:
     tmp = Path(tempfile.mkdtemp(prefix=f"fieldc2-bench-n{n}-"))
     extra = ["--config", str(args.server_config)] if args.server_config else []
     server = ServerProcess(tmp / "data", tmp / "server.log", extra)
-    result = RunResult(clients=n, duration=args.duration, rate=args.rate)
+    result = RunResult(clients=n, duration=args.duration, rate=args.rate,
+                       transport="tls" if args.tls else "tcp",
+                       tls_key_type=args.tls_key_type if args.tls else None)
     load: float | None = None
     head, digest = source_state()
     try:
+        # The server is started on this data dir, so it serves with this CA
+        # (in TCP runs too: the same server, only the clients' port differs).
+        server.api_context = client_context(make_tls_credentials(
+            server.data_dir, args.tls_key_type, args.server_config))
+        context = server.api_context if args.tls else None
         load = wait_for_quiet(args.quiet_below, args.wait_quiet, progress.console.print)
         if load >= args.quiet_below:
             progress.console.print(f"[yellow]N={n}: the machine is busy ({load:.0f}% of one "
                                    "core used by others) - results will be noisy[/yellow]")
         server.start(args.startup_timeout)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            result = runner.run(_run_async(args, n, server, progress))
-    except (RuntimeError, TimeoutError, OSError) as exc:
+            result = runner.run(_run_async(args, n, server, progress, context))
+    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         result.git_head, result.src_digest = head, digest
@@ -834,12 +961,22 @@ def _mb(kb: int | None) -> str:
     return "-" if kb is None else f"{kb / 1024:.1f}"
 
 
+def _transport(r: RunResult) -> str:
+    if r.transport != "tls":
+        return "TCP"
+    detail = ", ".join(x for x in (r.tls_key_type, r.tls_version, r.tls_cipher) if x)
+    return f"TLS ({detail})" if detail else "TLS"
+
+
 def run_table(r: RunResult) -> Table:
-    table = Table(title=f"N = {r.clients}", show_header=False, title_justify="left")
+    title = f"N = {r.clients}, {_transport(r)}"
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     rows = [
         ("clients connected / seen by server", f"{r.connected} / {r.server_saw}"),
+        ("connect phase s / server CPU s in it",
+         f"{r.connect_s:.2f} / {r.connect_server_cpu_s:.2f}"),
         ("clients lost", str(r.lost)),
         ("events sent in window (share of N·rate·T)",
          f"{r.sent_window:,} ({r.send_ratio:.4f})"),
@@ -926,12 +1063,12 @@ def profile_table(path: Path, top: int = 14) -> Table | None:
 
 def summary_table(results: list[RunResult]) -> Table:
     table = Table(title="fan-out summary")
-    for name in ("N", "deliv./s", "ratio", "p50 ms", "p99 ms", "srv CPU %", "µs/event",
+    for name in ("N", "transport", "deliv./s", "ratio", "p50 ms", "p99 ms", "srv CPU %", "µs/event",
                  "gen CPU %", "RSS idle MB", "RSS N MB", "RSS end MB", "KB/client", "holds"):
         table.add_column(name, justify="right")
     for r in results:
         table.add_row(
-            str(r.clients), f"{r.delivered_per_s:,.0f}", f"{r.ratio:.4f}",
+            str(r.clients), r.transport.upper(), f"{r.delivered_per_s:,.0f}", f"{r.ratio:.4f}",
             _ms(r.latency_p50_ms), _ms(r.latency_p99_ms), f"{r.server_cpu_pct:.1f}",
             "-" if r.cpu_us_per_event is None else f"{r.cpu_us_per_event:.2f}",
             f"{r.generator_cpu_pct:.1f}", _mb(r.rss_idle_kb), _mb(r.rss_connected_kb),
@@ -947,8 +1084,13 @@ def _median(values: list[float]) -> float:
 
 
 def targets(results: list[RunResult]) -> list[dict[str, Any]]:
-    """Each target against the runs; with repeats, the median (CPU) or the worst run."""
-    ok = [r for r in results if not r.error]
+    """Each target against the runs; with repeats, the median (CPU) or the worst run.
+
+    The fan-out targets are read on the plain TCP runs; the TLS target needs TCP
+    and TLS runs at N = TARGET_TLS_N (from one run, or several ``--from-json`` files).
+    """
+    done = [r for r in results if not r.error]
+    ok = [r for r in done if r.transport == "tcp"]
     out: list[dict[str, Any]] = []
     at100 = [r.cpu_us_per_event for r in ok if r.clients == 100 and r.cpu_us_per_event]
     value = _median(at100) if at100 else None
@@ -970,7 +1112,50 @@ def targets(results: list[RunResult]) -> list[dict[str, Any]]:
     out.append({"target": f"< {TARGET_RSS_PER_CLIENT_KB:.0f} KB RSS per connected client",
                 "measured": None if per is None else f"{per:.1f} KB (max over runs with N ≥ 100)",
                 "met": None if per is None else per < TARGET_RSS_PER_CLIENT_KB})
+    ratio = tls_ratio(done, TARGET_TLS_N)
+    out.append({"target": f"TLS ≤ {TARGET_TLS_RATIO:g}x the server CPU per delivered event "
+                          f"of TCP at N={TARGET_TLS_N}",
+                "measured": None if ratio is None else
+                f"{ratio[0]:.2f}x (median TLS {ratio[2]:.3f} / median TCP {ratio[1]:.3f} µs)",
+                "met": None if ratio is None else ratio[0] <= TARGET_TLS_RATIO})
     return out
+
+
+def tls_ratio(results: list[RunResult], n: int) -> tuple[float, float, float] | None:
+    """(TLS/TCP, median TCP µs/event, median TLS µs/event) at ``n``, or None."""
+    by: dict[str, list[float]] = {"tcp": [], "tls": []}
+    for r in results:
+        if r.clients == n and not r.error and r.cpu_us_per_event and r.transport in by:
+            by[r.transport].append(r.cpu_us_per_event)
+    if not by["tcp"] or not by["tls"]:
+        return None
+    tcp, tls = _median(by["tcp"]), _median(by["tls"])
+    return tls / tcp, tcp, tls
+
+
+def comparison_table(results: list[RunResult]) -> Table | None:
+    """TLS against TCP for every N that has both (medians over repeats)."""
+    ok = [r for r in results if not r.error and r.cpu_us_per_event]
+    ns = sorted({r.clients for r in ok if r.transport == "tls"}
+                & {r.clients for r in ok if r.transport == "tcp"})
+    if not ns:
+        return None
+    table = Table(title="TLS against TCP (median over runs)")
+    for name in ("N", "TCP µs/event", "TLS µs/event", "TLS / TCP", "TCP ratio", "TLS ratio",
+                 "TCP p99 ms", "TLS p99 ms", "runs TCP/TLS"):
+        table.add_column(name, justify="right")
+    for n in ns:
+        tcp = [r for r in ok if r.clients == n and r.transport == "tcp"]
+        tls = [r for r in ok if r.clients == n and r.transport == "tls"]
+        ratio = tls_ratio(ok, n)
+        assert ratio is not None
+        table.add_row(
+            str(n), f"{ratio[1]:.3f}", f"{ratio[2]:.3f}", f"{ratio[0]:.2f}x",
+            f"{_median([r.ratio for r in tcp]):.4f}", f"{_median([r.ratio for r in tls]):.4f}",
+            _ms(_median([r.latency_p99_ms or math.nan for r in tcp])),
+            _ms(_median([r.latency_p99_ms or math.nan for r in tls])),
+            f"{len(tcp)}/{len(tls)}")
+    return table
 
 
 def targets_table(rows: list[dict[str, Any]]) -> Table:
@@ -1065,10 +1250,12 @@ def plot(results: list[RunResult], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Fan-out benchmark for fieldc2: N TCP clients in one group, each sending "
+        description="Fan-out benchmark for fieldc2: N TCP (or, with --tls, mutual TLS) "
+                    "clients in one group, each sending "
                     "a position at --rate Hz; measures delivered events/s, delivery ratio, "
                     "latency, server CPU and RSS. One fresh server per N. Loopback only.",
-        epilog="Results go to bench/results/fanout-<timestamp>.json. "
+        epilog="Results go to bench/results/fanout-<timestamp>.json (fanout-tls-... with "
+               "--tls). "
                "Method and latest numbers: docs/benchmarks.md.")
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 250, 500],
                         metavar="N", help="client counts, one run each (default 10 100 250 500)")
@@ -1089,8 +1276,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample", type=int, default=10,
                         help="clients that parse every event for latency (default 10); the "
                              "others only count")
-    parser.add_argument("--connect-batch", type=int, default=50,
-                        help="connections opened concurrently (default 50)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect over mutual TLS: every client presents the one client "
+                             "certificate made in the server's data dir before it starts "
+                             "(fieldc2 ca init, cert issue bench, user add bench; done for TCP "
+                             "runs too) to the TLS port")
+    parser.add_argument("--tls-key-type", choices=["rsa2048", "p256"], default="rsa2048",
+                        help="key type of the CA and its certificates (made in both modes; "
+                             "only --tls handshakes use them; default rsa2048, the server's "
+                             "default)")
+    parser.add_argument("--handshake-timeout", type=float, default=30.0,
+                        help="seconds allowed for one TLS handshake (default 30)")
+    parser.add_argument("--connect-batch", type=int, default=None,
+                        help=f"connections opened concurrently (default {TCP_CONNECT_BATCH}, "
+                             f"{TLS_CONNECT_BATCH} with --tls)")
     parser.add_argument("--connect-timeout", type=float, default=60.0,
                         help="seconds allowed for all N clients to connect (default 60)")
     parser.add_argument("--startup-timeout", type=float, default=30.0,
@@ -1101,9 +1300,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plot CPU µs/event and delivery ratio against N (matplotlib)")
     parser.add_argument("--output", type=Path, metavar="FILE.json",
                         help="results file (default bench/results/fanout-<timestamp>.json)")
-    parser.add_argument("--from-json", type=Path, metavar="FILE.json",
-                        help="run nothing: print the tables (and --plot) of an earlier "
-                             "results file")
+    parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE.json",
+                        help="run nothing: print the tables (and --plot) of earlier results "
+                             "files; give a TCP and a TLS file to compare them")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record the server with py-spy during each measured window "
                              "(collapsed stacks in DIR/fanout-n<N>.txt); py-spy takes CPU "
@@ -1149,24 +1348,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if args.from_json:
-        old = json.loads(args.from_json.read_text())
         names = {f.name for f in dataclasses.fields(RunResult)}
-        runs = [RunResult(**{k: v for k, v in r.items() if k in names}) for r in old["runs"]]
+        runs = []
+        for path in args.from_json:
+            old = json.loads(path.read_text())
+            runs += [RunResult(**{k: v for k, v in r.items() if k in names})
+                     for r in old["runs"]]
         console.print(summary_table(runs))
+        comparison = comparison_table(runs)
+        if comparison is not None:
+            console.print(comparison)
         console.print(targets_table(targets(runs)))
         if args.plot:
             plot(runs, args.plot)
         return 0
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.output or RESULTS / f"fanout-{stamp}.json"
+    out = args.output or RESULTS / f"fanout-{'tls-' if args.tls else ''}{stamp}.json"
     meta: dict[str, Any] = {
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine_info(),
         "server_command": " ".join([*server_command(), "serve", "--tcp-port", "P",
-                                    "--http-port", "Q", "--data-dir", "TMP",
+                                    "--tls-port", "S", "--http-port", "Q",
+                                    "--enrollment-port", "E", "--data-dir", "TMP",
                                     "--log-level", "warning"]
                                    + (["--config", str(args.server_config)]
                                       if args.server_config else [])),
@@ -1175,6 +1381,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]fieldc2 fan-out benchmark[/bold]: {m['nproc']} CPUs ({m['cpu_model']}),"
                   f" {m['mem_total_gb']} GB, Linux {m['kernel']}, Python {m['python']}, "
                   f"uvloop {m['versions'].get('uvloop', '-')}")
+    if args.tls:
+        console.print(f"over mutual TLS ({args.tls_key_type}), one client certificate "
+                      f"{TLS_CLIENT_NAME!r} shared by every client")
     console.print(f"clients {args.clients}, {args.rate:g} Hz, warm-up {args.warmup:g} s, "
                   f"window {args.duration:g} s, drain {args.drain:g} s, sample {args.sample}")
     results: list[RunResult] = []
@@ -1209,6 +1418,9 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         save()
         console.print(summary_table(results))
+        comparison = comparison_table(results)
+        if comparison is not None:
+            console.print(comparison)
         console.print(targets_table(targets(results)))
         digests = {r.src_digest for r in results}
         if len(digests) > 1 or any(r.src_changed for r in results):
