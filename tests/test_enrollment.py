@@ -380,8 +380,9 @@ async def test_brute_force_is_refused_per_source_and_per_user(post: CommandPost,
         refused = await a.get(CONFIG, auth=auth("alice"))
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
+        encoded = hash_password("y")
         started = time.perf_counter()
-        check_password("x", hash_password("y"))
+        check_password("x", encoded)
         one_scrypt = time.perf_counter() - started
         started = time.perf_counter()
         assert (await a.post(SIGN, content=b"x", auth=auth("alice"))).status_code == 429
