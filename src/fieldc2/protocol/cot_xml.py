@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from pyexpat import ExpatError, ParserCreate
+from pyexpat import ExpatError, ParserCreate, XMLParserType
 from typing import Any
 
 from fieldc2.errors import CotError
@@ -140,6 +140,26 @@ def _refuse_external(*_: object) -> int:
     raise CotError("external entities are not allowed in CoT")
 
 
+def _hardened_parser() -> XMLParserType:
+    """An expat parser that refuses DTDs and entities (every use goes here)."""
+    parser = ParserCreate("utf-8")
+    parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.ExternalEntityRefHandler = _refuse_external
+    parser.buffer_text = False
+    return parser
+
+
+def _parse(parser: XMLParserType, data: bytes, what: str) -> None:
+    try:
+        parser.Parse(data, True)
+    except ExpatError as exc:
+        raise CotError(f"malformed {what}: {exc}") from exc
+    except (RecursionError, MemoryError) as exc:  # pragma: no cover - defensive
+        raise CotError(f"{what} too complex") from exc
+
+
 def _scan(data: bytes, wrapped_detail: bool) -> _Scan:
     """One hardened expat pass over an ``<event>`` (or a wrapped ``<detail>``).
 
@@ -148,12 +168,7 @@ def _scan(data: bytes, wrapped_detail: bool) -> _Scan:
     """
     scan = _Scan()
     children = scan.children
-    parser = ParserCreate("utf-8")
-    parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.EntityDeclHandler = _refuse_entity
-    parser.ExternalEntityRefHandler = _refuse_external
-    parser.buffer_text = False
+    parser = _hardened_parser()
     child_depth = 2 if wrapped_detail else 3
     detail_depth = child_depth - 1
     depth = 0
@@ -202,12 +217,7 @@ def _scan(data: bytes, wrapped_detail: bool) -> _Scan:
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = text
-    try:
-        parser.Parse(data, True)
-    except ExpatError as exc:
-        raise CotError(f"malformed XML: {exc}") from exc
-    except (RecursionError, MemoryError) as exc:  # pragma: no cover - defensive
-        raise CotError("XML too complex") from exc
+    _parse(parser, data, "XML")
     return scan
 
 
@@ -329,17 +339,10 @@ def parse_auth(data: bytes) -> tuple[str, str, str]:
         nonlocal depth
         depth -= 1
 
-    parser = ParserCreate("utf-8")
-    parser.SetParamEntityParsing(_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.EntityDeclHandler = _refuse_entity
-    parser.ExternalEntityRefHandler = _refuse_external
+    parser = _hardened_parser()
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    try:
-        parser.Parse(data, True)
-    except ExpatError as exc:
-        raise CotError(f"malformed <auth>: {exc}") from exc
+    _parse(parser, data, "<auth>")
     if not found.get("username"):
         raise CotError("<auth> without <cot username=...>")
     return found["username"], found.get("password", ""), found.get("uid", "")
