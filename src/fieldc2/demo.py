@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
 import time
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.panel import Panel
 from rich.table import Table
 
@@ -68,6 +70,16 @@ async def _chatter(units: list[FieldUnit], post: CommandPost, stop: asyncio.Even
         unit.outbox.append(chat(unit.uid, unit.callsign, random.choice(lines)))
 
 
+async def _live(post: CommandPost, started: float, stop: asyncio.Event,
+                console: Console) -> None:
+    with Live(_view(post, started), console=console, refresh_per_second=2,
+              screen=False) as view:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            view.update(_view(post, started))
+
+
 async def run_demo(config: Config, *, units: int, duration: float, live: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,11 +100,15 @@ async def run_demo(config: Config, *, units: int, duration: float, live: bool) -
             loop.call_later(duration, stop.set)
         started = time.monotonic()
         if live:
-            with Live(_view(post, started), refresh_per_second=2, screen=False) as view:
-                while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
-                    view.update(_view(post, started))
+            console = Console()
+            # Log lines go above the live view instead of tearing through it.
+            root = logging.getLogger()
+            saved = root.handlers[:]
+            root.handlers = [RichHandler(console=console, show_path=False)]
+            try:
+                await _live(post, started, stop, console)
+            finally:
+                root.handlers = saved
         else:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
