@@ -19,6 +19,11 @@ def test_default_toml_is_the_defaults(tmp_path: Path) -> None:
     assert loaded.stream == Config().stream
     assert loaded.multicast == Config().multicast
     assert loaded.store == Config().store
+    assert loaded.tls == Config().tls
+    assert loaded.http == Config().http
+    assert loaded.enrollment == Config().enrollment
+    assert loaded.groups == Config().groups
+    assert loaded.bus == Config().bus
     assert str(loaded.data_dir) == "fieldc2-data"
     assert tomllib.loads(DEFAULT_TOML)["stream"]["tcp_port"] == 8087
 
@@ -36,6 +41,7 @@ def test_overrides_beat_the_file(tmp_path: Path) -> None:
     ("[stream]\ntcp_prot = 1\n", "unknown keys"),
     ("[stream]\ntcp_port = 'x'\n", "expected int"),
     ("[stream]\ntcp_enabled = 1\n", "expected bool"),
+    ("[tls]\nhostnames = 'cp.example'\n", "expected a list of strings"),
     ("colour = 'red'\n", "unknown top-level key"),
     ("[stream\n", "not valid TOML"),
 ])
