@@ -47,7 +47,7 @@ from fieldc2.config import (
 from fieldc2.server import CommandPost
 from fieldc2.sim.units import self_report
 from fieldc2.users import UserStore, check_password, hash_password
-from tests.conftest import eventually
+from tests.conftest import eventually, skip_unless_ci
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # pytak warns about optional extras it lacks
@@ -509,7 +509,7 @@ async def post_on_tak_ports(data_dir: Path) -> AsyncIterator[CommandPost]:
         finally:
             await post.stop()
         return
-    pytest.skip("no free loopback address for ports 8446 and 8089")
+    skip_unless_ci("no free loopback address for ports 8446 and 8089")
 
 
 # pytak 7.6 sets the deprecated ssl.OP_NO_TLSv1 itself, uses aiohttp's BasicAuth

@@ -16,12 +16,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import takproto
 
 from fieldc2.config import MulticastConfig
 from fieldc2.server import CommandPost
-from tests.conftest import make_config
+from tests.conftest import make_config, skip_unless_ci
 from tests.test_interop import SETTLE, TIMEOUT, XmlClient, clients_of, cot, parse_v1, parse_xml
 
 GROUP = "239.2.3.1"
@@ -135,7 +134,7 @@ class MeshListener:
 async def test_mesh_and_stream_clients_see_each_other(tmp_path: Path) -> None:
     refusal = loopback_multicast_refusal()
     if refusal is not None:
-        pytest.skip(refusal)
+        skip_unless_ci(refusal)
     port = free_udp_port()
     config = dataclasses.replace(
         make_config(tmp_path),
