@@ -1,0 +1,1 @@
+"""The DIL link layer: precedence queues, store-and-forward, custody, anti-entropy."""
