@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 
 from fieldc2.api.enrollment import LoginGuard, enrollment_app
 from fieldc2.api.marti import marti_app
+from fieldc2.api.radio_api import radio_routes
 from fieldc2.api.tls_http import (
     ClientCertProtocol,
     client_cert_context,
@@ -133,6 +134,7 @@ class HttpService(EmbeddedHttp):
             log.warning("Marti API over plain HTTP: anyone who reaches it can list contacts "
                         "(switch [tls] on for client certificates)")
         app = marti_app(post, open_access=open_access)
+        app.router.routes.extend(radio_routes(post))
         super().__init__(post, app, post.config.http.port, label="Marti API",
                          flag="http-port", context=context)
 
