@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     from fieldc2.package import add_parser as add_package_parser
 
     add_package_parser(sub)
+    from fieldc2.plan_cli import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
+    from fieldc2 import radio_cli
+
+    radio_cli.add_parser(sub)
 
     demo = sub.add_parser("demo", help="a command post with simulated field units, live view",
                           description="Start a command post on the embedded defaults with "
@@ -136,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    if args.command in ("ca", "cert", "user", "audit", "package"):
+    if args.command in ("ca", "cert", "user", "audit", "package", "radio",
+                        "plan"):
         return load_config(args.config, data_dir=str(args.data_dir) if args.data_dir else None,
                            **{"tls.key_type": getattr(args, "key_type", None)})
     return load_config(
@@ -287,10 +294,18 @@ def main(argv: list[str] | None = None) -> int:
             from fieldc2 import audit
 
             return audit.run(args, config)
+        if args.command == "radio":
+            from fieldc2 import radio_cli
+
+            return radio_cli.run(args, config)
         if args.command == "package":
             from fieldc2.package import run as run_package
 
             return run_package(args, config)
+        if args.command == "plan":
+            from fieldc2.plan_cli import run as run_plan
+
+            return run_plan(args, config)
         if args.command == "serve":
             _run(_serve(config))
         elif args.command == "demo":

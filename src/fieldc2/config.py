@@ -152,6 +152,31 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class OrdersConfig:
+    """Orders sent to teams when a plan is published, and their tracking."""
+
+    ack_timeout: float = 300.0
+    """Seconds a device may take to acknowledge an order before the command
+    post is alerted."""
+    check_interval: float = 5.0
+    """Seconds between checks for overdue acknowledgements."""
+    signing_key: str = ""
+    """Ed25519 key (PEM) orders are signed with; made on first start.
+    Empty: ``<data_dir>/orders/signing.key``."""
+    origin_uid: str = ""
+    """CoT uid of the command post as the author of orders.  Empty:
+    ``fieldc2-<server_name>``."""
+    callsign: str = "COMMAND POST"
+    """Name the command post has in the teams' chat."""
+    alert_groups: tuple[str, ...] = ()
+    """Groups that receive overdue alerts.  Empty: the default group."""
+    solve_time_limit: float = 10.0
+    """Default solver time for ``POST /api/plan/solve``, seconds."""
+    max_solve_time: float = 300.0
+    """Longest solver time an API request may ask for, seconds."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole command post."""
 
@@ -169,6 +194,7 @@ class Config:
     groups: GroupConfig = GroupConfig()
     store: StoreConfig = StoreConfig()
     bus: BusConfig = BusConfig()
+    orders: OrdersConfig = OrdersConfig()
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -180,6 +206,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "groups": GroupConfig,
     "store": StoreConfig,
     "bus": BusConfig,
+    "orders": OrdersConfig,
 }
 
 
@@ -329,4 +356,20 @@ history_retention = 604800.0
 # memory (one process) or nats (pip install 'fieldc2[nats]').
 backend = "memory"
 url = ""
+
+[orders]
+# Seconds a device may take to acknowledge an order before the command post
+# is alerted, and how often that is checked.
+ack_timeout = 300.0
+check_interval = 5.0
+# Ed25519 key orders are signed with ("" = <data_dir>/orders/signing.key).
+signing_key = ""
+# The command post as the author of orders ("" = fieldc2-<server_name>).
+origin_uid = ""
+callsign = "COMMAND POST"
+# Groups told about overdue acknowledgements ([] = the default group).
+alert_groups = []
+# Solver seconds for the REST API: default and the most a request may ask.
+solve_time_limit = 10.0
+max_solve_time = 300.0
 '''

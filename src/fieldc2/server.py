@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -44,6 +44,7 @@ from fieldc2.users import FailureLimiter, UserStore, limiter_key
 
 if TYPE_CHECKING:
     from fieldc2.crypto.revocation import RevocationWatcher
+    from fieldc2.orders.service import OrderService
 
 log = logging.getLogger("fieldc2.server")
 
@@ -65,6 +66,15 @@ MAX_GROUP_SETS = 4096
 #: (the live picture is rebuilt from the next reports).
 STORE_INTERVAL = 1.0
 PONG_STALE_MS = 20_000
+
+
+class EventObserver(Protocol):
+    """Told about every event the post receives and every directed event it
+    writes to a client (the order tracker)."""
+
+    def observe(self, event: Event, facts: EventFacts, sender_uid: str) -> None: ...
+
+    def written(self, event: Event, recipient_uid: str) -> None: ...
 
 
 class _BusEvent(msgspec.Struct, array_like=True):
@@ -141,6 +151,8 @@ class CommandPost:
         self.login_limiter = FailureLimiter()
         self._logins: set[asyncio.Task[None]] = set()
         self.audit_log: AuditLog | None = None
+        self.observers: list[EventObserver] = []
+        self.orders: OrderService | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -178,6 +190,10 @@ class CommandPost:
             self._tls_server = server
             log.info("CoT over TLS on %s:%d (CA %s)", cfg.bind, self.tls_port,
                      self.ca.cert_path)
+        from fieldc2.orders.service import OrderService
+        self.orders = OrderService(self, cfg.orders)
+        await self.orders.start()
+        self.observers.append(self.orders)
         if cfg.http.enabled:
             from fieldc2.api.http import HttpService
             self._http = HttpService(self)
@@ -224,6 +240,8 @@ class CommandPost:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.orders is not None:
+            await self.orders.stop()
         await self._write_pending()
         await self.bus.close()
         await self.store.close()
@@ -425,6 +443,8 @@ class CommandPost:
                 client.send_items([self._pong()])
             case Drop():
                 pass
+        for observer in self.observers:
+            observer.observe(event, facts, client.uid)
 
     def _note_endpoint(self, client: ClientConnection, event: Event, facts: EventFacts) -> None:
         endpoint = self.endpoints.get(client.uid)
@@ -463,6 +483,9 @@ class CommandPost:
                 continue
             target.send_items([item])
             self.stats.delivered += 1
+            if not target.wants_items:  # written now, not held in a backlog
+                for observer in self.observers:
+                    observer.written(item.event, target.uid)
 
     def _pong(self) -> Outgoing:
         now = self.now_ms()
@@ -605,6 +628,8 @@ class CommandPost:
             return
         self.stats.received += 1
         self._record(item, local=local)
+        for observer in self.observers:
+            observer.observe(event, facts, "")
 
     def client_list(self) -> Iterator[ClientConnection]:
         return iter(list(self.clients.values()))

@@ -134,6 +134,8 @@ class HttpService(EmbeddedHttp):
             log.warning("Marti API over plain HTTP: anyone who reaches it can list contacts "
                         "(switch [tls] on for client certificates)")
         app = marti_app(post, open_access=open_access)
+        from fieldc2.api.plan_api import plan_routes
+        app.router.routes.extend(plan_routes(post, open_access=open_access))
         app.router.routes.extend(radio_routes(post))
         super().__init__(post, app, post.config.http.port, label="Marti API",
                          flag="http-port", context=context)
