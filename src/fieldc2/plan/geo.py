@@ -52,7 +52,8 @@ def distance_m(a: Coord, b: Coord) -> float:
     return float(distance_matrix_m([a], [b])[0, 0])
 
 
-def distance_matrix_m(src: Sequence[Coord], dst: Sequence[Coord]) -> np.ndarray:
+def distance_matrix_m(src: Sequence[Coord] | np.ndarray,
+                      dst: Sequence[Coord] | np.ndarray) -> np.ndarray:
     """Haversine distances in metres, shape ``(len(src), len(dst))``."""
     a = np.radians(np.asarray(src, dtype=float).reshape(-1, 2))
     b = np.radians(np.asarray(dst, dtype=float).reshape(-1, 2))

@@ -19,6 +19,7 @@ Conventions (the whole ``fieldc2.plan`` package follows them):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -46,6 +47,9 @@ UnassignedReason = Literal[
 DEFAULT_SWEEP_WIDTH_M = 20.0
 """Effective sweep width for a ground search when a task gives none: a
 mid-range value for a line of searchers in open woodland.  Set it per task."""
+
+MAX_PRIORITY = 100
+"""Largest accepted task priority; bounds the solver's prizes and penalties."""
 
 DEFAULT_SPEED_MPS = 1.2
 """Walking pace of a loaded ground team on trails."""
@@ -91,6 +95,21 @@ def exit_point(geometry: Geometry) -> Coord:
     return entry_point(geometry)
 
 
+GEOMETRY_CACHE_SIZE = 4096
+"""Geometries whose size is remembered: a few incidents' worth of segments.
+The solver asks once per team and task; geodesic areas are slow to repeat."""
+
+
+@functools.lru_cache(maxsize=GEOMETRY_CACHE_SIZE)
+def geometry_size(geometry: Geometry) -> float:
+    """Area in m^2 of a polygon, length in m of a line, 0 for a point."""
+    if isinstance(geometry, Polygon):
+        return polygon_area_m2(geometry.coordinates)
+    if isinstance(geometry, LineString):
+        return line_length_m(geometry.coordinates)
+    return 0.0
+
+
 class Task(msgspec.Struct, frozen=True, kw_only=True):
     """One piece of work for one team: a segment, a rescue, a delivery."""
 
@@ -128,10 +147,9 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
             return self.duration
         speed = team.search_speed(self.kind)
         if isinstance(self.geometry, Polygon) and self.kind == "search_area":
-            area = polygon_area_m2(self.geometry.coordinates)
-            return math.ceil(area / (self.sweep_width * speed))
+            return math.ceil(geometry_size(self.geometry) / (self.sweep_width * speed))
         if isinstance(self.geometry, LineString):
-            return math.ceil(line_length_m(self.geometry.coordinates) / speed)
+            return math.ceil(geometry_size(self.geometry) / speed)
         return 0
 
 
@@ -283,7 +301,7 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     incident: str
     period: OperationalPeriod
     routes: tuple[Route, ...] = ()
-    """One route per team, idle teams included with no visits."""
+    """One route per team that is not out, idle teams with no visits."""
     unassigned: tuple[Unassigned, ...] = ()
     objective: float = 0.0
     """Solver objective: travel metres plus priority prizes left uncollected."""
@@ -326,6 +344,9 @@ class TaskDone(msgspec.Struct, frozen=True, tag=True, kw_only=True):
 
     task_id: str
     at: int
+    team_id: str | None = None
+    """The team that did it: it is free from ``at`` at the task's exit point.
+    None = the team the previous plan assigned (re-planning fills it in)."""
 
 
 class TaskStarted(msgspec.Struct, frozen=True, tag=True, kw_only=True):
