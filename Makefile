@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-## Start a command post with simulated field units and a live view (Ctrl+C stops).
+## Plan the example incident, send orders to simulated teams, follow them live (Ctrl+C stops
+## and writes the exports to fieldc2-demo/exports).
 demo: $(STAMP)
 	$(VENV)/bin/fieldc2 demo
 

@@ -35,7 +35,7 @@ def test_serve_runs_serves_and_stops_on_sigint(tmp_path: Path) -> None:
     tcp, http = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fieldc2.cli", "serve", "--tcp-port", str(tcp),
-         "--http-port", str(http), "--tls-port", "0",
+         "--http-port", str(http), "--tls-port", "0", "--enrollment-port", "0",
          "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -60,7 +60,8 @@ def test_serve_runs_serves_and_stops_on_sigint(tmp_path: Path) -> None:
 
 def test_demo_runs_for_a_duration(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fieldc2.cli", "demo", "--units", "3", "--duration", "6",
+        [sys.executable, "-m", "fieldc2.cli", "demo", "--no-plan", "--units", "3",
+         "--duration", "6",
          "--no-live", "--tcp-port", "0", "--http-port", "0", "--no-tls",
          "--data-dir", str(tmp_path),
          "--log-level", "warning"],

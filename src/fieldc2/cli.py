@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -127,18 +128,43 @@ def build_parser() -> argparse.ArgumentParser:
     from fieldc2 import radio_cli
 
     radio_cli.add_parser(sub)
+    from fieldc2 import relay_cli
 
-    demo = sub.add_parser("demo", help="a command post with simulated field units, live view",
-                          description="Start a command post on the embedded defaults with "
-                                      "simulated field units reporting, and show clients and "
-                                      "events live. Ctrl+C stops it.")
+    relay_cli.add_parser(sub)
+
+    demo = sub.add_parser("demo", help="plan an incident, send orders to simulated teams, "
+                                       "follow them live",
+                          description="Start a command post on the embedded defaults, connect "
+                                      "simulated field teams over TCP, plan the example "
+                                      "incident, publish the orders to the teams' devices and "
+                                      "follow them live (receipts, progress, an overdue "
+                                      "alert); write the exports to <data-dir>/exports at "
+                                      "the end. Ctrl+C stops it.")
     _server_flags(demo)
-    demo.add_argument("--units", type=int, default=6, help="simulated field units (default 6)")
+    demo.add_argument("--units", type=int, default=6,
+                      help="simulated devices in all: the teams' devices, then walkers "
+                           "(default 6)")
     demo.add_argument("--duration", type=float, default=0.0,
                       help="stop after this many seconds (default: run until Ctrl+C)")
     demo.add_argument("--no-live", action="store_true",
                       help="print a summary line every few seconds instead of the live view")
+    demo.add_argument("--incident", type=Path, metavar="FILE",
+                      help="incident to plan (default: examples/incident.yaml)")
+    demo.add_argument("--speedup", type=float, default=60.0,
+                      help="scenario seconds per real second for the teams (default 60: a "
+                           "minute is an hour of the operation)")
+    demo.add_argument("--solve-time", type=float, default=3.0, metavar="S",
+                      help="solver time limit, seconds (default 3)")
+    demo.add_argument("--ack-timeout", type=float, default=20.0, metavar="S",
+                      help="seconds before an unacknowledged order raises the alert "
+                           "(default 20)")
+    demo.add_argument("--no-plan", action="store_true",
+                      help="only simulated units reporting: no planning, no orders")
     return parser
+
+
+#: Where `fieldc2 demo` keeps its data unless told otherwise.
+DEMO_DATA_DIR = "fieldc2-demo"
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -146,10 +172,14 @@ def _config(args: argparse.Namespace) -> Config:
                         "plan"):
         return load_config(args.config, data_dir=str(args.data_dir) if args.data_dir else None,
                            **{"tls.key_type": getattr(args, "key_type", None)})
+    data_dir = str(args.data_dir) if args.data_dir else None
+    if (args.command == "demo" and data_dir is None and args.config is None
+            and "FIELDC2_DATA_DIR" not in os.environ):
+        data_dir = DEMO_DATA_DIR  # the demo supersedes open orders: never in a real post's data
     return load_config(
         args.config,
         bind=args.bind,
-        data_dir=str(args.data_dir) if args.data_dir else None,
+        data_dir=data_dir,
         **{"stream.tcp_port": args.tcp_port, "http.port": args.http_port,
            "enrollment.port": args.enrollment_port,
            "tls.port": args.tls_port, "tls.enabled": args.tls,
@@ -283,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             return cmd_init(args)
+        if args.command in ("relay", "node"):
+            from fieldc2 import relay_cli
+
+            return relay_cli.run(args)
         config = _config(args)
         if args.command == "ca":
             return cmd_ca(args, config)
@@ -309,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             _run(_serve(config))
         elif args.command == "demo":
-            from fieldc2.demo import run_demo
-            _run(run_demo(config, units=args.units, duration=args.duration, live=not args.no_live))
+            from fieldc2.demo import DemoOptions, demo_main
+            _run(demo_main(config, DemoOptions(
+                units=args.units, duration=args.duration, live=not args.no_live,
+                incident=args.incident, plan=not args.no_plan, speedup=args.speedup,
+                solve_time=args.solve_time, ack_timeout=args.ack_timeout)))
     except FieldC2Error as exc:
         print(f"fieldc2: {exc}", file=sys.stderr)
         return 2

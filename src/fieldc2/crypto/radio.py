@@ -1,6 +1,6 @@
 """Frame security for the compact radio link: AES-128-CCM, 4-byte tag, 7 bytes overhead.
 
-On air (layout fixed by the lead; see ``/work/patches/DIL_CONTRACT.md``)::
+On air (see ``docs/dil.md``)::
 
     byte 0      bits 7-6 version (1), bits 5-4 key epoch mod 4, bits 3-0 counter bits 11..8
     byte 1      sender id 0..254 (255 is reserved for "all")

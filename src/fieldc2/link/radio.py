@@ -1,7 +1,7 @@
 """Glue for relays, nodes and the simulator: records in, sealed frames out, and back.
 
 :class:`RadioEndpoint` stacks the three sans-I/O layers of the contract
-(``/work/patches/DIL_CONTRACT.md``)::
+(``docs/dil.md``)::
 
     compact records  --protocol.compact-->  payload bytes
     payload bytes    --LinkEndpoint------->  body bytes     (queues, custody, digests)

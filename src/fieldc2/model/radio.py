@@ -1,7 +1,7 @@
 """Records that cross a radio channel, and the roster that names its slots.
 
 These are the application records of the low-bandwidth link (see
-``/work/patches/DIL_CONTRACT.md``): frozen value types in one tagged union,
+``docs/dil.md``): frozen value types in one tagged union,
 encoded bit-packed by :mod:`fieldc2.protocol.compact` and mapped to and from
 CoT by :mod:`fieldc2.protocol.compact_cot`.  Participants are 1-byte slots,
 not CoT uids, because a uid costs 20-40 bytes and a slot costs one; the

@@ -1,0 +1,340 @@
+"""``fieldc2 node``: a field device on a radio channel.
+
+It reports its own position from a GNSS receiver (at an interval, and sooner
+when it moves), shows the orders it receives (verifying the originator's
+Ed25519 signature against the public key in the roster), acknowledges them,
+and sends chat and field reports.  Typed commands on standard input::
+
+    ack ORDER-ID                          acknowledge an order
+    status ORDER-ID in_progress|done|failed
+    say TEXT                              chat to everybody on the channel
+    say @CALLSIGN TEXT                    chat to one participant
+    report spot|clue|casualty|hazard TEXT a report at the current position
+    help
+
+:class:`NodeCore` is the whole behaviour, sans-I/O (fixes, command lines and
+received records in; records to send and lines to show out; how each record
+travels, precedence and reliability, is ``fieldc2.link.radio.HANDLING``);
+:func:`run_node` is the asyncio shell around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fieldc2 import gnss
+from fieldc2.crypto.signing import KeyRing
+from fieldc2.errors import ConfigError, FieldC2Error, FrameRejected, LinkError
+from fieldc2.model.radio import (
+    BROADCAST,
+    Announce,
+    Fix,
+    Order,
+    OrderState,
+    OrderStatus,
+    PositionBatch,
+    Record,
+    Report,
+    ReportKind,
+    Roster,
+    Text,
+)
+from fieldc2.protocol.compact import order_signing_bytes
+from fieldc2.transport.radio_station import RadioStation, RecordSink
+
+#: Orders remembered for ``ack``/``status`` (and to show a repeat once): a
+#: team gets a handful per hour; the oldest is forgotten first.
+MAX_ORDERS = 256
+#: Longest operator line read: a chat line is at most 200 bytes on the radio.
+MAX_COMMAND_LINE = 4096
+_EARTH_RADIUS = 6_371_000.0
+_STATES = {"received": OrderState.RECEIVED, "acknowledged": OrderState.ACKNOWLEDGED,
+           "in_progress": OrderState.IN_PROGRESS, "done": OrderState.DONE,
+           "failed": OrderState.FAILED}
+_REPORT_KINDS = {kind.name.lower(): kind for kind in ReportKind}
+HELP = ("commands: ack ORDER-ID | status ORDER-ID in_progress|done|failed | say [@CALLSIGN] "
+        "TEXT | report spot|clue|casualty|hazard|sitrep|need TEXT | help")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """How a node behaves on its channel."""
+
+    slot: int
+    """This device's slot on the channel (1..254; the relay is 0)."""
+    channel_id: int
+    """The channel's 16-bit id (``ChannelKey.channel_id``): orders are signed for it."""
+    report_interval: float = 60.0
+    """Seconds between position reports when standing still."""
+    move_threshold: float = 25.0
+    """Metres of movement that trigger a report before the interval is up."""
+    min_interval: float = 5.0
+    """Seconds between two reports however fast the device moves (airtime)."""
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance, metres (haversine; plenty for 25 m thresholds)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_RADIUS * math.asin(min(1.0, math.sqrt(a)))
+
+
+def keyring_from_roster(roster: Roster, channel_id: int) -> KeyRing:
+    """The originators a node believes: roster entries that carry a public key."""
+    ring = KeyRing(channel_id)
+    for entry in roster:
+        if entry.public_key:
+            ring.add(entry.uid, entry.public_key, sender=entry.slot)
+    return ring
+
+
+def verify_order(order: Order, ring: KeyRing, channel_id: int) -> str:
+    """Who signed ``order`` (uid), or raise FrameRejected("signature")."""
+    if not order.signature:
+        raise FrameRejected("signature", "the order is not signed")
+    message = order_signing_bytes(order, channel_id.to_bytes(2, "big"))
+    return ring.verify(order.origin, message, order.signature).uid
+
+
+class NodeCore:
+    """The field device's behaviour, sans-I/O."""
+
+    def __init__(self, settings: NodeSettings, roster: Roster) -> None:
+        self.settings = settings
+        self.roster = roster
+        self.ring = keyring_from_roster(roster, settings.channel_id)
+        self.orders: OrderedDict[int, Order] = OrderedDict()
+        self.last_fix: gnss.Fix | None = None
+        self._sent_at: float | None = None
+        self._sent_where: tuple[float, float] | None = None
+        self._fix_no = 0
+        self._report_id = 0
+
+    # --- position --------------------------------------------------------------
+
+    def on_fix(self, fix: gnss.Fix, now: float) -> Record | None:
+        """A GNSS fix arrived; a position report when one is due."""
+        self.last_fix = fix
+        if self._sent_at is not None:
+            elapsed = now - self._sent_at
+            assert self._sent_where is not None
+            moved = distance_m(*self._sent_where, fix.lat, fix.lon)
+            due = elapsed >= self.settings.report_interval or (
+                moved >= self.settings.move_threshold and elapsed >= self.settings.min_interval)
+            if not due:
+                return None
+        self._sent_at, self._sent_where = now, (fix.lat, fix.lon)
+        return PositionBatch((self._position(fix, now),))
+
+    def _position(self, fix: gnss.Fix, now: float) -> Fix:
+        number, self._fix_no = self._fix_no, (self._fix_no + 1) % 16
+        moving = fix.speed is not None and fix.course is not None
+        return Fix(track=self.settings.slot, fix_no=number,
+                   time=int(fix.time if fix.time is not None else now),
+                   lat=fix.lat, lon=fix.lon, hae=fix.alt,
+                   course=fix.course if moving else None,
+                   speed=fix.speed if moving else None)
+
+    # --- commands ----------------------------------------------------------------
+
+    def on_command(self, line: str, now: float) -> tuple[list[Record], str]:
+        """One typed line: what to send and what to tell the operator."""
+        words = line.strip().split(maxsplit=1)
+        if not words:
+            return [], ""
+        verb, rest = words[0].lower(), words[1] if len(words) > 1 else ""
+        try:
+            if verb == "ack":
+                return self._status(rest, "acknowledged", now)
+            if verb == "status":
+                parts = rest.split()
+                if len(parts) != 2:
+                    raise ConfigError("usage: status ORDER-ID in_progress|done|failed")
+                return self._status(parts[0], parts[1].lower(), now)
+            if verb == "say":
+                return self._say(rest)
+            if verb == "report":
+                return self._report(rest, now)
+            if verb == "help":
+                return [], HELP
+            raise ConfigError(f"unknown command {verb!r}; {HELP}")
+        except FieldC2Error as exc:
+            return [], f"error: {exc}"
+
+    def _status(self, order_id: str, state_name: str, now: float) -> tuple[list[Record], str]:
+        state = _STATES.get(state_name)
+        if state is None:
+            raise ConfigError(f"state must be one of {', '.join(_STATES)}")
+        if not order_id.isdigit() or int(order_id) not in self.orders:
+            raise ConfigError(f"no order {order_id!r} received")
+        order = self.orders[int(order_id)]
+        status = OrderStatus(sender=self.settings.slot, order_id=order.order_id, state=state,
+                             time=int(now))
+        return ([status], f"order {order.order_id}: {state.name.lower()} sent")
+
+    def _say(self, rest: str) -> tuple[list[Record], str]:
+        to = BROADCAST
+        if rest.startswith("@"):
+            name, _, rest = rest[1:].partition(" ")
+            entry = self.roster.by_callsign(name)
+            if entry is None:
+                raise ConfigError(f"nobody called {name!r} on this channel")
+            to = entry.slot
+        if not rest.strip():
+            raise ConfigError("usage: say [@CALLSIGN] TEXT")
+        text = Text(sender=self.settings.slot, to=to, text=rest.strip())
+        return [text], "sent"
+
+    def _report(self, rest: str, now: float) -> tuple[list[Record], str]:
+        kind_name, _, text = rest.partition(" ")
+        kind = _REPORT_KINDS.get(kind_name.lower())
+        if kind is None:
+            raise ConfigError(f"report kind must be one of {', '.join(_REPORT_KINDS)}")
+        fix = self.last_fix
+        if fix is None:
+            raise ConfigError("no GNSS fix yet: a report needs a position")
+        self._report_id = (self._report_id + 1) % (1 << 16)
+        report = Report(sender=self.settings.slot, report_id=self._report_id, kind=kind,
+                        time=int(now), lat=fix.lat, lon=fix.lon, text=text.strip())
+        return ([report], f"report {self._report_id} ({kind.name.lower()}) sent")
+
+    # --- what the channel brings -------------------------------------------------
+
+    def on_record(self, record: Record, now: float) -> tuple[list[Record], list[str]]:
+        """A record delivered by the link: replies to send and lines to show."""
+        match record:
+            case Order():
+                return self._order(record, now)
+            case Announce():
+                self.roster.learn(record)  # names only: keys come from the roster file
+                return [], []
+            case Text():
+                if record.to not in (BROADCAST, self.settings.slot):
+                    return [], []
+                who = self._name(record.sender)
+                scope = "to you" if record.to == self.settings.slot else "to all"
+                return [], [f"MSG {who} ({scope}): {record.text}"]
+            case Report():
+                return [], [f"REPORT {record.kind.name.lower()} from {self._name(record.sender)}"
+                            f" at {record.lat:.5f},{record.lon:.5f}: {record.text}"]
+            case _:
+                return [], []
+
+    def _order(self, order: Order, now: float) -> tuple[list[Record], list[str]]:
+        if order.to not in (BROADCAST, self.settings.slot):
+            return [], []
+        repeat = order.order_id in self.orders
+        try:
+            signer = verify_order(order, self.ring, self.settings.channel_id)
+            trust = f"signed by {signer}, signature verified"
+        except FrameRejected as exc:
+            trust = f"NOT VERIFIED: {exc}"
+        self.orders[order.order_id] = order
+        self.orders.move_to_end(order.order_id)
+        while len(self.orders) > MAX_ORDERS:
+            self.orders.popitem(last=False)
+        if repeat:
+            return [], []
+        lines = [f"ORDER {order.order_id} [{order.precedence.name}] {order.task.name.lower()}"
+                 f" from {self._name(order.origin)} ({trust}): {order.text}"]
+        if order.due is not None:
+            lines.append(f"  due {_clock(order.due)}")
+        if order.lat is not None and order.lon is not None:
+            lines.append(f"  at {order.lat:.5f},{order.lon:.5f}")
+        lines.append(f"  reply: ack {order.order_id} | status {order.order_id} "
+                     "in_progress|done|failed")
+        received = OrderStatus(sender=self.settings.slot, order_id=order.order_id,
+                               state=OrderState.RECEIVED, time=int(now))
+        return [received], lines
+
+    def _name(self, slot: int) -> str:
+        entry = self.roster.by_slot(slot)
+        return (entry.callsign or entry.uid) if entry is not None else f"slot {slot}"
+
+
+def _clock(unix: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
+# --- the asyncio shell -----------------------------------------------------------------
+
+class Node:
+    """A field device: GNSS, operator lines and the radio station around a NodeCore."""
+
+    def __init__(self, core: NodeCore, station_factory: Callable[[RecordSink], RadioStation],
+                 *, show: Callable[[str], None]) -> None:
+        self.core = core
+        self.show = show
+        self.station = station_factory(self._from_radio)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Node:
+        self.station.start()
+        me = self.core.roster.by_slot(self.core.settings.slot)
+        if me is not None:  # let the relay learn who this slot is, if not configured there
+            self.station.submit(me.announce())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.station.close()
+
+    def follow_gnss(self, fixes: AsyncIterator[gnss.Fix]) -> None:
+        self._tasks.append(asyncio.create_task(self._gnss(fixes), name="gnss"))
+
+    def follow_commands(self, lines: AsyncIterator[str]) -> None:
+        self._tasks.append(asyncio.create_task(self._commands(lines), name="commands"))
+
+    async def _gnss(self, fixes: AsyncIterator[gnss.Fix]) -> None:
+        async for fix in fixes:
+            out = self.core.on_fix(fix, time.time())
+            if out is not None:
+                self._send([out])
+
+    async def _commands(self, lines: AsyncIterator[str]) -> None:
+        async for line in lines:
+            out, message = self.core.on_command(line, time.time())
+            self._send(out)
+            if message:
+                self.show(message)
+
+    def command(self, line: str) -> str:
+        """Run one operator line now (what ``follow_commands`` does per line)."""
+        out, message = self.core.on_command(line, time.time())
+        self._send(out)
+        return message
+
+    def _from_radio(self, record: Record, now: float) -> None:
+        out, lines = self.core.on_record(record, now)
+        self._send(out)
+        for line in lines:
+            self.show(line)
+
+    def _send(self, records: list[Record]) -> None:
+        for record in records:
+            try:
+                self.station.submit(record)
+            except LinkError as exc:  # a full queue or an oversized record: say so, go on
+                self.show(f"error: not sent: {exc}")
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines typed on standard input, without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        yield line.decode("utf-8", "replace")
