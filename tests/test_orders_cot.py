@@ -141,3 +141,13 @@ def test_any_reply_text_reads_without_error(text: str) -> None:
 def test_only_cot_errors_escape_the_detail_reader(data: bytes) -> None:
     with contextlib.suppress(CotError):
         cot.detail_elements(data.decode("utf-8", "replace"))
+
+
+def test_long_search_tracks_are_split_not_thinned() -> None:
+    coords = tuple((7.0 + i * 1e-4, 45.0 + (i % 2) * 1e-3) for i in range(450))
+    parts = cot.track_parts(coords)
+    assert [len(p) for p in parts] == [cot.MAX_VERTICES, cot.MAX_VERTICES, 52]
+    assert parts[0][-1] == parts[1][0] and parts[1][-1] == parts[2][0]   # joined end to start
+    rejoined = parts[0] + parts[1][1:] + parts[2][1:]
+    assert rejoined == coords                                       # every turn kept
+    assert cot.track_parts(coords[:2]) == [coords[:2]]

@@ -21,7 +21,7 @@ from fieldc2.config import Config, OrdersConfig
 from fieldc2.orders.model import Order, OrderState
 from fieldc2.orders.service import OrderService
 from fieldc2.orders.sign import verify as verify_signature
-from fieldc2.plan.model import TaskDone, TaskStarted
+from fieldc2.plan.model import TaskDone, TaskFailed, TaskStarted
 from fieldc2.server import CommandPost
 from fieldc2.sim.units import chat
 from tests.conftest import eventually, make_config
@@ -186,8 +186,13 @@ async def test_text_replies_drive_the_lifecycle(post: CommandPost) -> None:
         assert state(post, t1, alpha.uid) is OrderState.DONE, "moved backwards"
         assert state(post, t1, mate.uid) is OrderState.DELIVERED
         changes = service.take_changes()
-        assert changes == [TaskStarted(task_id="T1", team_id="a", at=changes[0].at),  # type: ignore[union-attr]
-                           TaskDone(task_id="T1", at=changes[1].at, team_id="a")]  # type: ignore[union-attr]
+        at = [c.at for c in changes]  # type: ignore[union-attr]
+        assert changes == [TaskStarted(task_id="T1", team_id="a", at=at[0]),
+                           TaskDone(task_id="T1", at=at[1], team_id="a"),
+                           TaskFailed(task_id="T2", team_id="a", at=at[2])]
+        await alpha.send(chat(alpha.uid, "ALPHA", f"{t2.id} unable too", to_callsign=cp))
+        await becomes(post, t2, alpha.uid, OrderState.FAILED)
+        assert service.take_changes() == [], "a second device's UNABLE is not a new change"
         history = orders_of(post).book.history(t1.id)
         assert [h.after for h in history if h.recipient == alpha.uid] == [
             OrderState.ISSUED, OrderState.DELIVERED, OrderState.IN_PROGRESS, OrderState.DONE]
@@ -209,6 +214,9 @@ async def test_fieldc2_status_events_drive_the_lifecycle(post: CommandPost) -> N
         node = await joined(post, connect, "NODE")
         (order,) = service.publish(incident({"n": (node.uid,)}), plan({"n": ("T3",)})).orders
         await eventually(lambda: len(order_chats(node)) == 1)
+        track = await node.expect_uid("fieldc2.track.T3.0")    # the pattern to walk in T3
+        turns = [link.get("point") for link in track.detail.findall("link")]
+        assert track.type == "b-m-r" and len(turns) > 20 and len(set(turns)) == len(turns)
         await node.send(status_event(node, order.id, "in_progress"))
         await becomes(post, order, node.uid, OrderState.IN_PROGRESS)
         await node.send(status_event(node, order.id, "done"))
@@ -307,3 +315,20 @@ async def test_a_tak_v1_device_gets_its_order_in_protobuf(post: CommandPost) -> 
         await becomes(post, order, device.uid, OrderState.DELIVERED)
         await device.send(read_receipt(device, received.uid, service.sender.uid))
         await becomes(post, order, device.uid, OrderState.ACKNOWLEDGED)
+
+
+async def test_a_reassigned_search_area_loses_its_track_too(post: CommandPost) -> None:
+    service = orders_of(post)
+    async with clients_of(post) as connect:
+        alpha = await joined(post, connect, "ALPHA")
+        bravo = await joined(post, connect, "BRAVO")
+        inc = incident({"a": (alpha.uid,), "b": (bravo.uid,)})
+        (first,) = service.publish(inc, plan({"a": ("T3",)})).orders
+        await alpha.expect_uid("fieldc2.track.T3.0")
+        await becomes(post, first, alpha.uid, OrderState.DELIVERED)
+        service.publish(inc, plan({"b": ("T3",)}))
+        await bravo.expect_uid("fieldc2.track.T3.0")
+        await eventually(lambda: len(alpha.types("t-x-d-d")) == 2)
+        deleted = {m.detail.find("link").get("uid")  # type: ignore[union-attr]
+                   for m in alpha.types("t-x-d-d")}
+        assert deleted == {"fieldc2.task.T3", "fieldc2.track.T3.0"}

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from fieldc2.config import OrdersConfig
+from fieldc2.plan.model import Incident, Plan
 from fieldc2.server import CommandPost
 from fieldc2.sim.units import chat
 from tests.conftest import eventually, make_config
-from tests.orders_helpers import incident
+from tests.orders_helpers import T0, incident
 from tests.test_interop import TIMEOUT, clients_of
 
 NOW = dt.datetime.now(dt.UTC)
@@ -32,7 +33,8 @@ async def post(tmp_path: Path) -> AsyncIterator[CommandPost]:
         base, tls=dataclasses.replace(base.tls, key_type="p256"),
         orders=OrdersConfig(max_solve_time=5.0))
     async with CommandPost(config) as running:
-        running.users.add("planner", ("Cyan",), role="operator")
+        running.users.add("planner", ("Cyan",), role="planner")
+        running.users.add("duty", ("Cyan",), role="operator")
         running.users.add("viewer", ("Cyan",))
         yield running
 
@@ -67,9 +69,13 @@ async def test_reading_is_open_to_accounts_writing_needs_a_planner(as_user: Clie
     assert missing.status_code == 404 and "PUT /api/plan/incident" in missing.json()["error"]
     refused = await viewer.put("/incident", content=incident_yaml({"a": ()}),
                                headers={"content-type": "application/yaml"})
-    assert refused.status_code == 403 and "operator" in refused.json()["error"]
+    assert refused.status_code == 403 and "--role planner" in refused.json()["error"]
     stranger = await as_user("stranger").post("/solve", json={})
     assert stranger.status_code == 403
+    for writer in ("planner", "duty"):  # the planner role and an operator may both write
+        loaded = await as_user(writer).put("/incident", content=incident_yaml({"a": ()}),
+                                           headers={"content-type": "application/yaml"})
+        assert loaded.status_code == 200, (writer, loaded.text)
 
 
 async def test_edit_solve_publish_track_and_replan(post: CommandPost, as_user: Client) -> None:
@@ -95,9 +101,21 @@ async def test_edit_solve_publish_track_and_replan(post: CommandPost, as_user: C
         assert wrong.status_code == 422
         bad = await planner.post("/tasks", json={"id": "T9", "kind": "teleport"})
         assert bad.status_code == 422 and "kind" in bad.json()["error"]
+        team = {"id": "b", "position": [7.0, 45.0], "shift_start": 1, "shift_end": 2}
+        backwards = await planner.post("/teams", json={**team, "shift_end": 0})
+        assert backwards.status_code == 422 and "'shift_end'" in backwards.json()["error"]
+        nowhere = await planner.post("/teams", json={**team, "position": [7.0, 95.0]})
+        assert nowhere.status_code == 422 and "'position'" in nowhere.json()["error"]
+        after = {**task, "id": "T5", "precedence": ["T9"]}
+        dangling = await planner.post("/tasks", json=after)
+        assert dangling.status_code == 422 and "'T9'" in dangling.json()["error"]
+        assert (await planner.post("/tasks", json={**after, "precedence": ["T4"]})).status_code \
+            == 201
+        needed = await planner.delete("/tasks/T4")      # T5 waits for it
+        assert needed.status_code == 422 and "precedence" in needed.json()["error"]
+        assert (await planner.delete("/tasks/T5")).status_code == 200
         assert (await planner.delete("/tasks/T4")).status_code == 200
         assert (await planner.delete("/tasks/T4")).status_code == 404
-        team = {"id": "b", "position": [7.0, 45.0], "shift_start": 1, "shift_end": 2}
         assert (await planner.post("/teams", json=team)).status_code == 201
         assert (await planner.delete("/teams/b")).status_code == 200
 
@@ -148,10 +166,34 @@ async def test_exports_and_limits(post: CommandPost, as_user: Client) -> None:
     assert (await planner.post("/solve", json={"time_limit": 0.5})).status_code == 200
     geojson = await planner.get("/export/geojson")
     assert geojson.status_code == 200 and geojson.json()["type"] == "FeatureCollection"
+    (track,) = [f for f in geojson.json()["features"] if f["properties"]["layer"] == "track"]
+    assert track["properties"]["task_id"] == "T3" and track["properties"]["team_id"] == "a"
+    assert len(track["geometry"]["coordinates"]) > 10      # the parallel track over Sector B
+    assert b"T3 pattern" in (await planner.get("/export/kml")).content
+    assert b"<trk>" in (await planner.get("/export/gpx")).content
+    books = (await planner.get("/segments")).json()
+    (sector,) = books["segments"]
+    assert sector["segment"] == "T3" and sector["searches"] == [] and sector["poa"] is None
+    t3 = next(t for t in (await planner.get("/incident")).json()["tasks"] if t["id"] == "T3")
+    searched = await planner.put("/tasks/T3", json={**t3, "poa": 0.5, "status": "done"})
+    assert searched.status_code == 200, searched.text
+    books = (await planner.get("/segments")).json()
+    (sector,) = books["segments"]
+    (search,) = sector["searches"]
+    assert 0.55 < search["pod"] < 0.7 and sector["cumulative_pod"] == search["pod"]
+    left = 0.5 * (1 - search["pod"]) / (1 - 0.5 * search["pod"])
+    assert sector["poa_now"] == pytest.approx(left)
+    assert books["rest_of_world_poa"] == pytest.approx(1 - left)
+    await planner.put("/tasks/T3", json=t3)
     pdf = await planner.get("/export/ics214.pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert (await planner.get("/export/gpx")).content.startswith(b"<?xml")
+    svg = await planner.get("/export/gantt.svg")
+    assert svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content
     assert (await planner.get("/export/bogus")).status_code == 404
+    assert (await planner.delete("/tasks/T3")).status_code == 200
+    stale = await planner.get("/export/kml")
+    assert stale.status_code == 409 and "/api/plan/solve" in stale.json()["error"]
     huge = b"x" * (4 * 1024 * 1024 + 1)
     too_big = await planner.put("/incident", content=huge,
                                 headers={"content-type": "application/json"})
@@ -176,3 +218,85 @@ async def test_geojson_incident_loads(as_user: Client) -> None:
                                        "properties": {"id": "X"}}]}
     refused = await planner.put("/incident", json=broken)
     assert refused.status_code == 422 and "X" in refused.json()["error"]
+
+
+async def test_solve_and_replan_start_teams_from_live_positions(
+        post: CommandPost, as_user: Client) -> None:
+    from fieldc2.plan.geo import distance_m
+    from fieldc2.plan.model import entry_point
+
+    planner = as_user("planner")
+    live = (7.045, 45.04)                     # about 5 km from the file's (7.0, 45.0)
+    async with clients_of(post) as connect:
+        device = await connect("ALPHA1")
+        await device.report(lon=live[0], lat=live[1])
+        await eventually(lambda: any(k[0] == device.uid for k in post.picture.entries))
+        file_incident = incident_yaml({"a": (device.uid,), "b": ("never-seen",)})
+        await planner.put("/incident", content=file_incident,
+                          headers={"content-type": "application/yaml"})
+
+        solved = await planner.post("/solve", json={"time_limit": 0.5})
+        assert solved.status_code == 200, solved.text
+        plan = msgspec.convert(solved.json(), Plan)
+        (used,) = plan.live_positions
+        assert (used.team_id, used.uid, used.position) == ("a", device.uid, live)
+        stored = msgspec.convert((await planner.get("/incident")).json(), Incident)
+        assert stored.team("a").position == live and stored.team("b").position == (7.0, 45.0)
+        route = plan.route("a")
+        assert route is not None and route.visits
+        first = stored.task(route.visits[0].task_id)
+        assert route.visits[0].distance_m == pytest.approx(
+            distance_m(live, entry_point(first.geometry)), abs=1.0)
+
+        # The device moves; a re-plan starts from where it is now.
+        moved = (7.011, 45.011)
+        await device.report(lon=moved[0], lat=moved[1])
+        await eventually(lambda: any(k[0] == device.uid and i.event.lon == moved[0]
+                                     for k, i in post.picture.entries.items()))
+        again = await planner.post("/replan", json={"time_limit": 0.5, "changes": [
+            {"type": "TeamDelayed", "team_id": "b", "available_from": T0 + 3600}]})
+        assert again.status_code == 200, again.text
+        assert [p["position"] for p in again.json()["plan"]["live_positions"]] == [list(moved)]
+
+        # Without live positions, the file's position is used and nothing is claimed live.
+        await planner.put("/incident", content=file_incident,
+                          headers={"content-type": "application/yaml"})
+        typed = await planner.post("/solve", json={"time_limit": 0.3, "live_positions": False})
+        assert typed.json()["live_positions"] == []
+        # Publishing a plan made from the file's positions warns about the moved team.
+        published = await planner.post("/publish")
+        assert published.status_code == 200, published.text
+        assert any("team a" in w and "km from" in w for w in published.json()["warnings"])
+
+
+async def test_unable_reply_returns_the_task_to_the_pool(post: CommandPost,
+                                                         as_user: Client) -> None:
+    planner = as_user("planner")
+    async with clients_of(post) as connect:
+        device = await connect("ALPHA1")
+        await device.report()
+        await eventually(lambda: device.uid in post.endpoints)
+        await planner.put("/incident", content=incident_yaml({"a": (device.uid,)}),
+                          headers={"content-type": "application/yaml"})
+        assert (await planner.post("/solve", json={"time_limit": 0.5})).status_code == 200
+        orders = (await planner.post("/publish")).json()["orders"]
+        failed = next(o for o in orders if o["task_id"] == "T1")
+        await device.expect(lambda m: m.type == "b-t-f", "an order")
+        await device.send(chat(device.uid, "ALPHA1", f"{failed['id']} unable, river in flood",
+                               to_callsign="COMMAND POST"))
+        for _ in range(100):
+            reported = (await planner.get("/changes")).json()
+            if reported:
+                break
+        assert reported == [{"type": "TaskFailed", "task_id": "T1", "team_id": "a",
+                             "at": reported[0]["at"]}]
+        team = {"id": "b", "name": "BRAVO", "position": [7.0, 45.0], "shift_start": T0,
+                "shift_end": T0 + 8 * 3600}
+        assert (await planner.post("/teams", json=team)).status_code == 201
+        replanned = await planner.post("/replan", json={"time_limit": 0.5})
+        assert replanned.status_code == 200, replanned.text
+        plan = msgspec.convert(replanned.json()["plan"], Plan)
+        assert plan.assignments["T1"].team_id == "b"
+        assert "T1" in replanned.json()["report"]["changed_tasks"]
+        stored = msgspec.convert((await planner.get("/incident")).json(), Incident)
+        assert stored.task("T1").excluded_teams == {"a"}

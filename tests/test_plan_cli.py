@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,7 +34,9 @@ def incident_file(tmp_path: Path, devices: dict[str, tuple[str, ...]]) -> Path:
 
 
 def test_solve_prints_routes_and_reasons_and_writes_files(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)          # as the CLI logs by default
     path = incident_file(tmp_path, {"a": ("dev-1",), "b": ()})
     out, exports = tmp_path / "plan.json", tmp_path / "exports"
     assert main(["plan", "solve", str(path), "--time", "1", "--out", str(out),
@@ -46,6 +50,12 @@ def test_solve_prints_routes_and_reasons_and_writes_files(
     assert [u.task_id for u in bundle.plan.unassigned] == ["W1"]
     names = {p.name for p in exports.iterdir()}
     assert {"ics204.pdf", "plan.geojson", "plan.kml", "timeline.png"} <= names
+    layers = [f["properties"]["layer"] for f in
+              json.loads((exports / "plan.geojson").read_text())["features"]]
+    assert layers.count("track") == 1                        # the search area's pattern
+    assert "T3 pattern" in (exports / "plan.gpx").read_text()
+    # The PDF font subsetter's hundreds of INFO lines do not bury the output.
+    assert not [r for r in caplog.records if r.name.startswith("fontTools")]
 
 
 def test_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,4 +115,30 @@ async def test_publish_to_a_live_post_and_follow_status(
             "plan", "publish", str(out), "--server", f"localhost:{post.http_port}",
             "--data-dir", data, "--cert", str(post.ca.write_client(
                 "nobody", now=dt.datetime.now(dt.UTC))["cert"])])
-        assert refused == 2 and "operator" in capsys.readouterr().err
+        assert refused == 2 and "--role planner" in capsys.readouterr().err
+
+        # An incident file is solved by the server, from the devices' live positions.
+        await device.report(lat=45.02, lon=7.03)
+        await eventually(lambda: any(i.event.lat == 45.02 for k, i in post.picture.entries.items()
+                                     if k[0] == device.uid))
+        code = await asyncio.to_thread(main, ["plan", "publish", str(path), "--time", "0.5",
+                                              "--server", f"localhost:{post.http_port}",
+                                              "--data-dir", data])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        assert f"A starts from its live position (45.02000, 7.03000) reported by {device.uid}" \
+            in " ".join(printed.out.split())
+        assert "published PLAN-" in printed.out and "W1" in printed.out
+
+
+def test_solve_reads_a_geojson_incident(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from fieldc2.plan.incident import incident_to_geojson, load_incident
+
+    found = load_incident(incident_file(tmp_path, {"a": ()}))
+    for name in ("incident.geojson", "incident.json"):   # .json: not a PLAN.json bundle
+        path = tmp_path / name
+        path.write_text(json.dumps(incident_to_geojson(found)))
+        assert main(["plan", "solve", str(path), "--time", "0.3"]) == 0
+        printed = capsys.readouterr().out
+        assert "T1" in printed and "W1" in printed and "capability" in printed

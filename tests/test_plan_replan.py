@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from fieldc2.errors import PlanError
 from fieldc2.plan.incident import load_incident, synthetic_incident
 from fieldc2.plan.model import (
+    Change,
     Incident,
     Plan,
     Point,
@@ -18,6 +19,7 @@ from fieldc2.plan.model import (
     TaskAdded,
     TaskCancelled,
     TaskDone,
+    TaskFailed,
     TaskStarted,
     TeamDelayed,
     TeamOut,
@@ -47,7 +49,8 @@ def test_in_progress_task_stays_fixed(example: tuple[Incident, Plan]) -> None:
     first = route.visits[0]
     started = TaskStarted(task_id=first.task_id, team_id=team, at=first.start)
     other = next(r.team_id for r in plan.routes if r.team_id != team)
-    change = [started, TeamDelayed(team_id=other, available_from=first.start + 3600)]
+    change: list[Change] = [started, TeamDelayed(team_id=other,
+                                                 available_from=first.start + 3600)]
     new, report = replan(inc, plan, change, time_limit=0.5)
     kept = new.route(team)
     assert kept is not None and kept.visits[0].fixed
@@ -80,14 +83,43 @@ def test_cancelled_and_done_tasks_leave_the_plan(example: tuple[Incident, Plan])
     route = plan.route(team)
     assert route is not None
     done, gone = route.visits[0], route.visits[1]
-    change = [TaskDone(task_id=done.task_id, at=done.end - 60),
-              TaskCancelled(task_id=gone.task_id)]
+    change: list[Change] = [TaskDone(task_id=done.task_id, at=done.end - 60),
+                            TaskCancelled(task_id=gone.task_id)]
     new, _ = replan(inc, plan, change, time_limit=0.4)
     assert done.task_id not in new.assignments and gone.task_id not in new.assignments
     assert {done.task_id, gone.task_id}.isdisjoint(u.task_id for u in new.unassigned)
     updated = updated_incident(inc, change, plan)
     assert updated.team(team).available_from == done.end - 60   # freed early, there
     assert validate(new, updated) == []
+
+
+def test_failed_task_goes_to_another_team_never_back(example: tuple[Incident, Plan]) -> None:
+    inc, plan = example
+    ground = [t.id for t in inc.teams if "ground" in t.capabilities]
+    task_id, a = next((k, a) for k, a in plan.assignments.items()
+                      if a.team_id in ground and not inc.task(k).capabilities - {"ground"})
+    failed = TaskFailed(task_id=task_id, team_id=a.team_id, at=a.start + 300)
+    started = TaskStarted(task_id=task_id, team_id=a.team_id, at=a.start)
+    new, report = replan(inc, plan, [started, failed], time_limit=0.5)
+    after = updated_incident(inc, [started, failed], plan)
+    assert after.task(task_id).status == "planned"
+    assert after.task(task_id).excluded_teams == {a.team_id}
+    assert after.team(a.team_id).available_from == a.start + 300
+    assert new.assignments[task_id].team_id != a.team_id      # another ground team took it
+    assert task_id in report.changed_tasks and task_id not in report.fixed
+    assert validate(new, after) == []
+    # Every team able to do it says UNABLE: it is left out, and the reason says why.
+    for team_id in ground:
+        after = updated_incident(after, TaskFailed(task_id=task_id, team_id=team_id,
+                                                   at=a.start + 600))
+    again, _ = replan(after, new, [], time_limit=0.3)
+    (left,) = [u for u in again.unassigned if u.task_id == task_id]
+    assert left.reason == "capability" and "cannot do it" in left.detail
+    assert validate(again, after) == []
+    # A late UNABLE for finished work changes nothing.
+    done = updated_incident(inc, TaskDone(task_id=task_id, at=a.end), plan)
+    assert updated_incident(done, TaskFailed(task_id=task_id, team_id=a.team_id,
+                                             at=a.end + 60)) == done
 
 
 def test_replan_changes_fewer_assignments_than_a_fresh_plan() -> None:
@@ -123,6 +155,7 @@ def test_now_stops_planning_in_the_past(example: tuple[Incident, Plan]) -> None:
 @pytest.mark.parametrize("change", [
     TaskCancelled(task_id="nope"),
     TeamOut(team_id="nope"),
+    TaskFailed(task_id="nope", team_id="nope", at=0),
     TaskAdded(task=Task(id="S1", kind="point", geometry=Point(coordinates=(7.9, 46.8)))),
 ])
 def test_bad_changes_are_plan_errors(example: tuple[Incident, Plan], change: object) -> None:
@@ -133,7 +166,7 @@ def test_bad_changes_are_plan_errors(example: tuple[Incident, Plan], change: obj
 
 @st.composite
 def change_for(draw: st.DrawFn, inc: Incident, plan: Plan) -> object:
-    options = ["out", "cancel", "add", "delay"]
+    options = ["out", "cancel", "add", "delay", "fail"]
     busy = [r for r in plan.routes if r.visits]
     if busy:
         options.append("start")
@@ -144,6 +177,8 @@ def change_for(draw: st.DrawFn, inc: Incident, plan: Plan) -> object:
         return TeamOut(team_id=team.id)
     if pick == "cancel":
         return TaskCancelled(task_id=task.id)
+    if pick == "fail":
+        return TaskFailed(task_id=task.id, team_id=team.id, at=team.shift_start + 600)
     if pick == "delay":
         return TeamDelayed(team_id=team.id, available_from=team.shift_start + 3600,
                            position=(8.03, 47.03))
@@ -166,6 +201,8 @@ def test_random_replans_stay_valid(data: st.DataObject, inc: Incident) -> None:
     after = updated_incident(inc, change, plan)  # type: ignore[arg-type]
     assert validate(new, after) == []
     assert recompute_violations(new, after) == []
+    for task_id, a in new.assignments.items():
+        assert a.team_id not in after.task(task_id).excluded_teams
     for fixed in report.fixed:
         before = plan.assignments.get(fixed)
         now = new.assignments[fixed]

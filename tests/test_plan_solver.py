@@ -25,6 +25,7 @@ from fieldc2.plan.model import (
     Point,
     Polygon,
     Task,
+    TaskKind,
     Team,
     Visit,
 )
@@ -48,7 +49,8 @@ coord = st.tuples(st.floats(8.0, 8.08), st.floats(47.0, 47.06))
 
 @st.composite
 def tasks(draw: st.DrawFn, i: int, n: int) -> Task:
-    kind = draw(st.sampled_from(["point", "rescue", "supply", "search_line", "search_area"]))
+    kind: TaskKind = draw(st.sampled_from(
+        ["point", "rescue", "supply", "search_line", "search_area"]))
     c = draw(coord)
     if kind == "search_line":
         geom: Point | LineString | Polygon = LineString(coordinates=(c, draw(coord)))

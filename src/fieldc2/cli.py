@@ -19,6 +19,7 @@ from typing import Any
 from fieldc2 import __version__
 from fieldc2.config import DEFAULT_TOML, Config, load_config
 from fieldc2.errors import ConfigError, FieldC2Error
+from fieldc2.users import ROLES
 
 log = logging.getLogger("fieldc2")
 
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--group", action="append", required=True,
                      help="a group the user belongs to (repeat for several)")
-    add.add_argument("--role", choices=["admin", "operator", "member"], default="member")
+    add.add_argument("--role", choices=list(ROLES), default="member",
+                     help="admin sees all groups; operator and planner may edit, solve and "
+                          "publish plans (REST /api/plan); member (default)")
     for action, text in (("passwd", "set a user's password"), ("disable", "disable a user"),
                          ("enable", "enable a disabled user")):
         one = user_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")

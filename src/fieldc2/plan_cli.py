@@ -4,11 +4,13 @@
 through the running command post's REST API over HTTPS with a client
 certificate: the server holds the teams' connections, so only it can send
 orders and track the answers.  On the server host itself, issue a
-certificate for an operator account once (``fieldc2 user add planner --role
-operator --group ...`` and ``fieldc2 cert issue planner``) and pass
+certificate for a planner account once (``fieldc2 user add planner --role
+planner --group ...`` and ``fieldc2 cert issue planner``) and pass
 ``--data-dir``: the certificate, key and CA are then found there.
-``status`` reads the order book in ``--data-dir`` directly, or asks a remote
-server with ``--server``.
+``publish`` given an incident file (not a PLAN.json) has the server solve
+it, so that teams start from their devices' live positions.  ``status``
+reads the order book in ``--data-dir`` directly, or asks a remote server
+with ``--server``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ssl
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ DEFAULT_API_PORT = 8443
 #: Seconds to wait for the server's answer; publishing a large plan writes
 #: hundreds of orders, each audited.
 HTTP_TIMEOUT = 60.0
+#: How often the progress bar moves while the server solves, seconds.
+PROGRESS_TICK_S = 0.1
 
 
 class Bundle(msgspec.Struct, frozen=True):
@@ -59,8 +64,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     publish = actions.add_parser(
         "publish", help="send a plan's orders to the teams via a running command post",
         description="Publish through the command post's REST API (HTTPS, client "
-                    "certificate of an admin or operator account).  FILE is a PLAN.json "
-                    "from `plan solve --out`, or an incident file, which is solved first.")
+                    "certificate of an admin, operator or planner account).  FILE is a "
+                    "PLAN.json from `plan solve --out` (published as it is), or an incident "
+                    "file, which the server loads and solves first, starting each team from "
+                    "its devices' live positions.")
     publish.add_argument("file", type=Path, help="PLAN.json or an incident file")
     _solver_flags(publish)
     _server_flags(publish, required=True)
@@ -168,6 +175,10 @@ def print_plan(incident: Incident, plan: Plan) -> None:
         console.print(left)
     else:
         console.print("every task is assigned")
+    for live in plan.live_positions:
+        console.print(f"{incident.team(live.team_id).callsign} starts from its live position "
+                      f"({live.position[1]:.5f}, {live.position[0]:.5f}) reported by "
+                      f"{live.uid} at {iso_time(live.at)}")
     console.print(f"objective {plan.objective:,.0f}; solver {plan.stats.runtime:.1f} s, "
                   f"{plan.stats.iterations} iterations")
 
@@ -183,8 +194,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}; send it with: fieldc2 plan publish {args.out} --server HOST")
     if args.export is not None:
         from fieldc2.plan.exports import export_all
+        from fieldc2.plan.segments import tracks_for
 
-        for path in export_all(incident, plan, args.export):
+        for path in export_all(incident, plan, args.export, tracks=tracks_for(incident)):
             print(f"exported {path}")
     return 0
 
@@ -238,17 +250,43 @@ def call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
     return response.json()
 
 
+def solve_on_server(client: Any, incident: Incident, time_limit: float, seed: int) -> Bundle:
+    """Load ``incident`` on the server and solve it there, where the teams'
+    live positions are known, with a progress bar while the server works."""
+    import concurrent.futures
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    call(client, "PUT", "/incident", content=msgspec.json.encode(incident),
+         headers={"content-type": "application/json"})
+    body = msgspec.json.encode({"time_limit": time_limit, "seed": seed})
+    columns = (TextColumn("solving on the server"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True, console=_console(sys.stderr)) as bar, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        job = bar.add_task("solve", total=time_limit)
+        asked = pool.submit(call, client, "POST", "/solve", content=body,
+                            headers={"content-type": "application/json"},
+                            timeout=time_limit + HTTP_TIMEOUT)
+        started = time.monotonic()
+        while not asked.done():
+            bar.update(job, completed=min(time.monotonic() - started, time_limit))
+            concurrent.futures.wait([asked], timeout=PROGRESS_TICK_S)
+        plan = msgspec.convert(asked.result(), Plan)
+    stored = msgspec.convert(call(client, "GET", "/incident"), Incident)
+    return Bundle(stored, plan)
+
+
 def cmd_publish(args: argparse.Namespace, config: Config) -> int:
     found = load_bundle_or_incident(args.file)
-    if isinstance(found, Bundle):
-        bundle = found
-    else:
+    if not isinstance(found, Bundle):
         _check_time(args.time)
-        plan = solve_with_progress(found, args.time, args.seed)
-        print_plan(found, plan)
-        bundle = Bundle(found, plan)
     with _client(args, config) as client:
-        body = msgspec.json.encode({"incident": bundle.incident, "plan": bundle.plan})
+        if isinstance(found, Bundle):
+            body = msgspec.json.encode({"incident": found.incident, "plan": found.plan})
+        else:
+            solved = solve_on_server(client, found, args.time, args.seed)
+            print_plan(solved.incident, solved.plan)
+            body = b"{}"                  # publish what the server just solved
         result = call(client, "POST", "/publish", content=body,
                       headers={"content-type": "application/json"})
     for warning in result.get("warnings", []):

@@ -31,7 +31,9 @@ from pathlib import Path
 
 from fieldc2.errors import ConfigError
 
-ROLES = ("admin", "operator", "member")
+ROLES = ("admin", "operator", "planner", "member")
+"""``planner``: may change the incident, solve and publish orders through the
+planning API, without the operator's other rights; otherwise a member."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 # scrypt parameters: N=2^15, r=8 -> 128*r*N = 32 MiB per hash.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1

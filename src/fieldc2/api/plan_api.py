@@ -3,8 +3,8 @@
 JSON in and out.  Who may do what follows the Marti API's rule for who is
 asking (the client certificate's CN names the account): any account that is
 not disabled may read; changing the incident, solving, re-planning and
-publishing need an ``admin`` or ``operator`` account, since publishing sends
-orders to teams.  Over plain HTTP (TLS off) nobody can be identified, so
+publishing need an ``admin``, ``operator`` or ``planner`` account, since
+publishing sends orders to teams.  Over plain HTTP (TLS off) nobody can be identified, so
 writes are refused there and reads follow ``open_access``.
 
 The current incident and plan live in the order book's state table, so they
@@ -29,7 +29,9 @@ from fieldc2.api.marti import Requester, requester
 from fieldc2.api.tls_http import client_cn
 from fieldc2.errors import FieldC2Error, PlanError
 from fieldc2.orders.model import OrderStatus
-from fieldc2.plan.model import Change, Incident, Plan, Task, Team
+from fieldc2.plan.check import check_incident
+from fieldc2.plan.live import Fix, moved_teams, newest_fixes, usable, with_live_positions
+from fieldc2.plan.model import Change, Incident, LivePosition, Plan, Task, Team
 
 if TYPE_CHECKING:
     from fieldc2.orders.service import OrderService
@@ -43,8 +45,10 @@ MAX_INCIDENT_BODY = 4 * 1024 * 1024
 #: Largest body for one task, team, change or solve request.
 MAX_SMALL_BODY = 256 * 1024
 _T = TypeVar("_T")
+#: CoT types whose point is where a unit is: atoms ("a-f-G-U-C", ...).
+POSITION_TYPES = ("a-",)
 #: Roles that may change the plan and publish orders.
-WRITE_ROLES = ("admin", "operator")
+WRITE_ROLES = ("admin", "operator", "planner")
 
 
 class ApiError(Exception):
@@ -59,12 +63,15 @@ class ApiError(Exception):
 class SolveRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     time_limit: float | None = None
     seed: int = 0
+    live_positions: bool = True
+    """Start each team from its devices' latest report when recent."""
 
 
 class ReplanRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     changes: list[Change] = msgspec.field(default_factory=list)
     """Changes to apply; empty = the changes the teams reported since last time."""
     time_limit: float | None = None
+    live_positions: bool = True
 
 
 class PublishRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -107,7 +114,6 @@ def decode(data: bytes, kind: type[_T], what: str) -> _T:
 def parse_incident(data: bytes, content_type: str) -> Incident:
     """An incident from YAML (``fieldc2.plan.incident``'s format), a GeoJSON
     FeatureCollection of tasks, or the JSON ``GET /api/plan/incident`` returns."""
-    from fieldc2.plan.check import check_incident
     from fieldc2.plan.incident import incident_from_geojson, incident_from_yaml
 
     try:
@@ -177,6 +183,23 @@ class PlanDesk:
         book.put_state("incident", msgspec.json.encode(incident))
         book.put_state("plan", msgspec.json.encode(plan) if plan is not None else b"")
 
+    def fixes(self, incident: Incident) -> dict[str, Fix]:
+        """The newest usable position report of every device of the teams,
+        from the command post's live picture."""
+        uids = {u for team in incident.teams for u in team.tak_uids}
+        now_ms = self.post.now_ms()
+        found = (Fix(uid=e.uid, position=(e.lon, e.lat), at=e.time // 1000)
+                 for e in (item.event for item in self.post.picture.entries.values())
+                 if e.uid in uids and e.type.startswith(POSITION_TYPES)
+                 and not e.is_stale(now_ms) and usable(e.lat, e.lon))
+        return newest_fixes(found)
+
+    def live(self, incident: Incident, wanted: bool) -> tuple[Incident, tuple[LivePosition, ...]]:
+        """``incident`` with teams starting from their live positions."""
+        if not wanted:
+            return incident, ()
+        return with_live_positions(incident, self.fixes(incident), int(self.post.clock()))
+
     def time_limit(self, asked: float | None) -> float:
         cfg = self.post.config.orders
         limit = cfg.solve_time_limit if asked is None else asked
@@ -231,7 +254,12 @@ async def edit_item(request: Request, desk: PlanDesk, who: Requester) -> Respons
         if item_id is not None and changed.id != item_id:
             raise ApiError(422, f"the body's id {changed.id!r} is not {item_id!r}")
         items = _replace(items, changed, add=item_id is None)
-    desk.save(msgspec.structs.replace(incident, **{field: items}), desk.plan)
+    edited = msgspec.structs.replace(incident, **{field: items})
+    try:
+        check_incident(edited, f"{kind[:-1]} {item_id or (changed.id if changed else '')!r}")
+    except PlanError as exc:
+        raise ApiError(422, f"refused, the incident would be invalid: {exc}") from exc
+    desk.save(edited, desk.plan)
     await desk.post.audit(f"{kind[:-1]}_{request.method.lower()}", who.name,
                           item_id or (changed.id if changed else ""))
     return _json(changed if changed is not None else {"deleted": item_id},
@@ -246,8 +274,10 @@ async def solve_plan(request: Request, desk: PlanDesk, who: Requester) -> Respon
     limit = desk.time_limit(asked.time_limit)
     if desk.solving.locked():
         raise ApiError(409, "a solve is already running; wait for it and try again")
+    incident, live = desk.live(incident, asked.live_positions)
     async with desk.solving:
         plan = await asyncio.to_thread(solve, incident, time_limit=limit, seed=asked.seed)
+    plan = msgspec.structs.replace(plan, live_positions=live)
     desk.save(incident, plan)
     return _json(plan)
 
@@ -265,6 +295,7 @@ async def replan_plan(request: Request, desk: PlanDesk, who: Requester) -> Respo
     if desk.solving.locked():
         raise ApiError(409, "a solve is already running; wait for it and try again")
     now = int(desk.post.clock())
+    incident, live = desk.live(incident, asked.live_positions)
     try:
         async with desk.solving:
             plan, report = await asyncio.to_thread(replan, incident, previous, changes,
@@ -274,6 +305,7 @@ async def replan_plan(request: Request, desk: PlanDesk, who: Requester) -> Respo
         if not asked.changes:
             desk.orders.changes.extend(changes)  # reported changes are kept for next time
         raise ApiError(422, f"cannot re-plan with these changes: {exc}") from exc
+    plan = msgspec.structs.replace(plan, live_positions=live)
     desk.save(updated_incident(incident, changes, previous), plan)
     return _json({"plan": plan, "report": report, "changes": changes})
 
@@ -301,7 +333,10 @@ async def publish(request: Request, desk: PlanDesk, who: Requester) -> Response:
     if asked.incident is not None:
         desk.save(incident, plan)
     result = desk.orders.publish(incident, plan, actor=who.name)
-    return _json(result)
+    moved = moved_teams(incident, plan, desk.fixes(incident), int(desk.post.clock()))
+    for warning in moved:
+        log.warning("publish %s: %s", result.plan_id, warning)
+    return _json(msgspec.structs.replace(result, warnings=result.warnings + tuple(moved)))
 
 
 async def list_orders(request: Request, desk: PlanDesk, who: Requester) -> Response:
@@ -318,9 +353,22 @@ async def one_order(request: Request, desk: PlanDesk, who: Requester) -> Respons
     return JSONResponse(body)
 
 
+async def segments(request: Request, desk: PlanDesk, who: Requester) -> Response:
+    """POA, coverage and POD per search segment, counting the searches the
+    teams reported done since the last re-plan."""
+    from fieldc2.plan.model import TaskDone
+    from fieldc2.plan.segments import segment_books
+
+    incident = desk.need_incident()
+    reported = {c.task_id for c in desk.orders.changes if isinstance(c, TaskDone)}
+    books, rest = segment_books(incident, reported)
+    return _json({"segments": books, "rest_of_world_poa": rest})
+
+
 EXPORTS: dict[str, str] = {
     "geojson": "application/geo+json", "kml": "application/vnd.google-earth.kml+xml",
-    "gpx": "application/gpx+xml", "gantt.png": "image/png", "ics204.pdf": "application/pdf",
+    "gpx": "application/gpx+xml", "gantt.png": "image/png", "gantt.svg": "image/svg+xml",
+    "ics204.pdf": "application/pdf",
     "ics214.pdf": "application/pdf",
 }
 
@@ -330,15 +378,17 @@ def _render(kind: str, incident: Incident, plan: Plan, desk: PlanDesk) -> bytes:
     from fieldc2.plan.exports.gantt import gantt
     from fieldc2.plan.exports.geo import to_geojson, to_gpx, to_kml
     from fieldc2.plan.exports.ics import ics204_pdf, ics214_pdf
+    from fieldc2.plan.segments import tracks_for
 
+    tracks = tracks_for(incident) if kind in ("geojson", "kml", "gpx") else {}
     if kind == "geojson":
-        return json.dumps(to_geojson(incident, plan), ensure_ascii=False).encode()
+        return json.dumps(to_geojson(incident, plan, tracks=tracks), ensure_ascii=False).encode()
     if kind == "kml":
-        return to_kml(incident, plan)
+        return to_kml(incident, plan, tracks=tracks)
     if kind == "gpx":
-        return to_gpx(incident, plan)
-    if kind == "gantt.png":
-        return gantt(plan, incident, "png")
+        return to_gpx(incident, plan, tracks=tracks)
+    if kind in ("gantt.png", "gantt.svg"):
+        return gantt(plan, incident, "png" if kind == "gantt.png" else "svg")
     if kind == "ics204.pdf":
         return ics204_pdf(incident, plan)
     return ics214_pdf(incident, desk.orders.book.activity)
@@ -353,6 +403,9 @@ async def export(request: Request, desk: PlanDesk, who: Requester) -> Response:
         data = await asyncio.to_thread(_render, kind, incident, plan, desk)
     except ImportError as exc:
         raise ApiError(501, f"this build cannot export {kind}: {exc}") from exc
+    except PlanError as exc:
+        raise ApiError(409, f"{exc}: the incident changed since the plan was made; "
+                            "POST /api/plan/solve (or /replan) first") from exc
     return Response(data, media_type=EXPORTS[kind])
 
 
@@ -368,13 +421,14 @@ def _authorise(post: CommandPost, request: Request, open_access: bool,
         return who
     cn = client_cn(request.scope)
     if not cn:
-        raise ApiError(403, "changing the plan needs a client certificate of an admin or "
-                            "operator account (switch [tls] on for client certificates)")
+        raise ApiError(403, "changing the plan needs a client certificate of an admin, "
+                            "operator or planner account (switch [tls] on for client "
+                            "certificates)")
     user = post.users.get(cn)
     if user is None or user.role not in WRITE_ROLES:
         raise ApiError(403, f"{cn!r} may read the plan but not change it: an admin can "
-                            f"give it the operator role (`fieldc2 user add {cn} --role "
-                            "operator --group ...`)")
+                            f"give it the planner role (`fieldc2 user add {cn} --role "
+                            "planner --group ...`)")
     return who
 
 
@@ -409,6 +463,7 @@ def plan_routes(post: CommandPost, *, open_access: bool) -> list[Route]:
         Route(f"{p}/plan", guarded(get_plan, False), methods=["GET"]),
         Route(f"{p}/changes", guarded(get_changes, False), methods=["GET"]),
         Route(f"{p}/publish", guarded(publish, True), methods=["POST"]),
+        Route(f"{p}/segments", guarded(segments, False), methods=["GET"]),
         Route(f"{p}/orders", guarded(list_orders, False), methods=["GET"]),
         Route(f"{p}/orders/{{order_id}}", guarded(one_order, False), methods=["GET"]),
         Route(f"{p}/export/{{kind}}", guarded(export, False), methods=["GET"]),

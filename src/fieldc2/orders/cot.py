@@ -262,6 +262,35 @@ def team_route(team: Team, coords: tuple[tuple[float, float], ...], now_ms: int,
                   remarks + _dests(team.tak_uids))
 
 
+def track_parts(coords: tuple[tuple[float, float], ...]
+                ) -> list[tuple[tuple[float, float], ...]]:
+    """A search track in routes of at most MAX_VERTICES points, each starting
+    where the last ended.  Never thinned: dropping points of a ladder
+    pattern would cut its turns and the team would skip legs."""
+    step = MAX_VERTICES - 1
+    return [coords[i:i + MAX_VERTICES] for i in range(0, max(1, len(coords) - 1), step)]
+
+
+def track_uid(task_id: str, part: int) -> str:
+    return f"fieldc2.track.{task_id}.{part}"
+
+
+def search_track(task: Task, order: Order, coords: tuple[tuple[float, float], ...],
+                 now_ms: int, stale_ms: int) -> list[tuple[Event, EventFacts]]:
+    """The search pattern to walk in a task's area, as routes the team's
+    devices can navigate (one per MAX_VERTICES points)."""
+    parts = track_parts(coords)
+    out = []
+    for n, part in enumerate(parts):
+        name = f"{task.name or task.id} pattern" + (f" {n + 1}/{len(parts)}"
+                                                    if len(parts) > 1 else "")
+        remarks = (f"<remarks>Search pattern for {_text(task.id)}, tracks "
+                   f"{task.sweep_width:g} m apart</remarks>")
+        out.append(_route(track_uid(task.id, n), name, part, now_ms, stale_ms,
+                          remarks + _dests(order.recipients)))
+    return out
+
+
 def order_chat(order: Order, recipient: str, recipient_callsign: str, cp: Sender,
                signature: str, now_ms: int, stale_ms: int) -> tuple[Event, EventFacts]:
     """The order as a direct GeoChat from the command post to one device.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections import deque
@@ -43,7 +44,17 @@ from fieldc2.orders.model import (
     Transition,
 )
 from fieldc2.orders.sign import OrderSigner
-from fieldc2.plan.model import Change, Incident, Plan, TaskDone, TaskStarted
+from fieldc2.plan.geo import Coord
+from fieldc2.plan.model import (
+    Change,
+    Incident,
+    Plan,
+    Task,
+    TaskDone,
+    TaskFailed,
+    TaskStarted,
+)
+from fieldc2.plan.segments import task_pattern
 
 if TYPE_CHECKING:
     from fieldc2.server import CommandPost
@@ -63,6 +74,24 @@ MAX_AUDIT_BACKLOG = 10_000
 STALE_MARGIN_S = 3600
 #: Items a published plan's devices are still waiting for (see _waiting).
 MAX_WAITING = 10_000
+
+
+#: Search areas whose track is remembered: more than a period's areas.  A
+#: track is laid out once per task, not again for every device, resend or
+#: cancellation (a large area's pattern takes a noticeable fraction of a second).
+TRACK_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=TRACK_CACHE_SIZE)
+def _track(task: Task) -> tuple[Coord, ...] | None:
+    """A search area's pattern waypoints; None for other tasks, or when the
+    pattern is refused (the area marker is still sent)."""
+    try:
+        pattern = task_pattern(task)
+    except PlanError as exc:
+        log.warning("no search pattern for %s: %s", task.id, exc)
+        return None
+    return pattern.waypoints if pattern is not None and len(pattern.waypoints) >= 2 else None
 
 
 class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -231,8 +260,12 @@ class OrderService:
                 self.sender, f"{order.id} CANCELLED: {why}. Do not start it.", mid, now_ms,
                 now_ms + STALE_MARGIN_S * 1000, to_uid=uid, to_callsign=self._callsign(uid)))
         if told and remove_marker:
-            self._inject(*cot.delete_marker(f"fieldc2.task.{order.task_id}", tuple(told),
-                                            now_ms))
+            uids = [f"fieldc2.task.{order.task_id}"]
+            track = self._track_of(order.task_id)
+            uids += [cot.track_uid(order.task_id, n) for n in range(len(cot.track_parts(track)))
+                     ] if track else []
+            for uid in uids:
+                self._inject(*cot.delete_marker(uid, tuple(told), now_ms))
 
     def _stale_ms(self, incident: Incident, now_ms: int) -> int:
         return max(incident.period.end + STALE_MARGIN_S, now_ms // 1000 + STALE_MARGIN_S) * 1000
@@ -246,12 +279,28 @@ class OrderService:
         lon, lat = incident.staging or team.position
         self._inject(*cot.presence(self.sender, lat, lon, team.tak_uids, now_ms, stale))
         for order in orders:
-            self._inject(*cot.task_marker(incident.task(order.task_id), order, now_ms, stale))
+            self._send_task(incident.task(order.task_id), order, now_ms, stale)
         if route is not None and route.visits:
             self._inject(*cot.team_route(team, route_coords(incident, route), now_ms, stale))
         for order in orders:
             for uid in order.recipients:
                 self._send_chat(order, uid, now_ms, stale)
+
+    def _send_task(self, task: Task, order: Order, now_ms: int, stale: int) -> None:
+        """The task's marker and, for a search area, the pattern to walk."""
+        self._inject(*cot.task_marker(task, order, now_ms, stale))
+        track = _track(task)
+        for event in cot.search_track(task, order, track, now_ms, stale) if track else ():
+            self._inject(*event)
+
+    def _track_of(self, task_id: str) -> tuple[Coord, ...] | None:
+        """The track sent for a task of the published plan, if any."""
+        if self._published is None:
+            return None
+        try:
+            return _track(self._published[0].task(task_id))
+        except KeyError:
+            return None
 
     def _send_chat(self, order: Order, uid: str, now_ms: int, stale: int) -> None:
         callsign = self._callsign(uid)
@@ -281,8 +330,7 @@ class OrderService:
         for order in pending:
             if published is not None:
                 with contextlib.suppress(KeyError):
-                    task = published[0].task(order.task_id)
-                    self._inject(*cot.task_marker(task, order, now_ms, stale))
+                    self._send_task(published[0].task(order.task_id), order, now_ms, stale)
             self._send_chat(order, uid, now_ms, stale)
         log.info("sent %d waiting order(s) to %s", len(pending), uid)
 
@@ -337,8 +385,8 @@ class OrderService:
         return change
 
     def _plan_change(self, order_id: str, change: Transition) -> None:
-        """A team's first start or completion of a task, as a plan change."""
-        if change.after not in (OrderState.IN_PROGRESS, OrderState.DONE):
+        """A team's first start, completion or failure of a task, as a plan change."""
+        if change.after not in (OrderState.IN_PROGRESS, OrderState.DONE, OrderState.FAILED):
             return
         order = self.book.order(order_id)
         if order is None:
@@ -351,6 +399,9 @@ class OrderService:
         if change.after is OrderState.DONE:
             self.changes.append(TaskDone(task_id=order.task_id, at=change.at,
                                          team_id=order.team_id))
+        elif change.after is OrderState.FAILED:
+            self.changes.append(TaskFailed(task_id=order.task_id, team_id=order.team_id,
+                                           at=change.at))
         else:
             self.changes.append(TaskStarted(task_id=order.task_id, team_id=order.team_id,
                                             at=change.at))

@@ -362,6 +362,8 @@ def _check_route(route: Route, incident: Incident, legs: Mapping[tuple[str, int]
             errs.append((key, f"{tag}: task is {task.status}"))
         if not task.capabilities <= team.capabilities:
             errs.append((key, f"{tag}: lacks {sorted(task.capabilities - team.capabilities)}"))
+        if team.id in task.excluded_teams and not v.fixed:
+            errs.append((key, f"{tag}: the team reported it cannot do this task"))
         load += task.demand
         if v.fixed:
             if planned_seen:

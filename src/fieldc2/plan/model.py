@@ -31,6 +31,8 @@ TaskKind = Literal["search_area", "search_line", "point", "rescue", "supply", "t
 TASK_KINDS: tuple[TaskKind, ...] = (
     "search_area", "search_line", "point", "rescue", "supply", "transport")
 
+SearchPatternKind = Literal["parallel_track", "creeping_line"]
+
 TaskStatus = Literal["planned", "in_progress", "done", "cancelled"]
 TeamStatus = Literal["available", "delayed", "out"]
 
@@ -140,6 +142,18 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     status: TaskStatus = "planned"
     poa: float | None = None
     """Probability of area for a search segment, when tracked."""
+    excluded_teams: frozenset[str] = frozenset()
+    """Teams that reported they cannot do this task (``TaskFailed``): the
+    planner offers it to the others only."""
+    segment: str = ""
+    """Search segment this task searches (POA/POD books); "" = its own id.
+    Tasks sharing a segment are repeat searches of one area."""
+    pattern: SearchPatternKind = "parallel_track"
+    """Track laid out for a ``search_area``, spaced one sweep width apart."""
+
+    def allows(self, team: Team) -> bool:
+        """Whether ``team`` may do this task: every capability, not excluded."""
+        return self.capabilities <= team.capabilities and team.id not in self.excluded_teams
 
     def work_seconds(self, team: Team) -> int:
         """How long ``team`` needs on this task (seconds, rounded up)."""
@@ -166,7 +180,8 @@ class Team(msgspec.Struct, frozen=True, kw_only=True):
     search_speeds: dict[str, float] = msgspec.field(default_factory=dict)
     """Optional work speed per task kind (m/s), e.g. {"search_area": 0.5}."""
     position: Coord
-    """Where the team starts; update it from the team's live position."""
+    """Where the team starts.  Solving through the server replaces it with the
+    position its devices last reported (``fieldc2.plan.live``)."""
     shift_start: int
     shift_end: int
     capacity: int = 0
@@ -283,6 +298,17 @@ class Unassigned(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class LivePosition(msgspec.Struct, frozen=True, kw_only=True):
+    """A team start taken from a device's latest report, not the incident file."""
+
+    team_id: str
+    uid: str
+    """The device whose report was used."""
+    position: Coord
+    at: int
+    """When the device reported it (epoch seconds)."""
+
+
 class SolverStats(msgspec.Struct, frozen=True, kw_only=True):
     """How the plan was computed."""
 
@@ -306,6 +332,9 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     objective: float = 0.0
     """Solver objective: travel metres plus priority prizes left uncollected."""
     stats: SolverStats = SolverStats()
+    live_positions: tuple[LivePosition, ...] = ()
+    """Teams whose start came from their devices' live position (the others
+    started from the incident's position)."""
 
     @property
     def assignments(self) -> dict[str, Assignment]:
@@ -357,6 +386,15 @@ class TaskStarted(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     at: int
 
 
+class TaskFailed(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """A team reported it cannot do a task (UNABLE, FAILED): the task goes back
+    to the pool for the other teams, and that team is free from ``at``."""
+
+    task_id: str
+    team_id: str
+    at: int
+
+
 class TeamDelayed(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     """A team can only start later, possibly from another position."""
 
@@ -371,4 +409,5 @@ class TeamOut(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     team_id: str
 
 
-Change = TaskAdded | TaskCancelled | TaskDone | TaskStarted | TeamDelayed | TeamOut
+Change = (TaskAdded | TaskCancelled | TaskDone | TaskStarted | TaskFailed | TeamDelayed
+          | TeamOut)

@@ -30,6 +30,7 @@ from fieldc2.plan.model import (
     TaskAdded,
     TaskCancelled,
     TaskDone,
+    TaskFailed,
     TaskStarted,
     Team,
     TeamDelayed,
@@ -103,6 +104,8 @@ def apply_change(incident: Incident, change: Change) -> Incident:
         case TaskStarted(task_id=tid, team_id=team_id):
             _team(incident, team_id)
             return _replace_task(incident, tid, status="in_progress")
+        case TaskFailed(task_id=tid, team_id=team_id, at=at):
+            return _task_failed(incident, tid, team_id, at)
         case TeamDelayed(team_id=team_id, available_from=at, position=pos):
             team = _team(incident, team_id)
             return _replace_team(incident, team_id, status="delayed", available_from=at,
@@ -110,6 +113,22 @@ def apply_change(incident: Incident, change: Change) -> Incident:
         case TeamOut(team_id=team_id):
             return _replace_team(incident, team_id, status="out")
     raise PlanError(f"unknown change {change!r}")  # pragma: no cover
+
+
+def _task_failed(incident: Incident, task_id: str, team_id: str, at: int) -> Incident:
+    """The task back in the pool for every other team; the team free from
+    ``at``.  Its position stays: an UNABLE may come before the team set out,
+    and the server moves the team to its live position when it has one."""
+    team = _team(incident, team_id)
+    try:
+        task = incident.task(task_id)
+    except KeyError:
+        raise PlanError(f"change refers to unknown task {task_id!r}") from None
+    if task.status in ("done", "cancelled"):
+        return incident                 # a late UNABLE for finished work changes nothing
+    incident = _replace_task(incident, task_id, status="planned",
+                             excluded_teams=task.excluded_teams | {team_id})
+    return _replace_team(incident, team_id, available_from=max(at, team.start_time()))
 
 
 def _team(incident: Incident, team_id: str) -> Team:

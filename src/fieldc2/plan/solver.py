@@ -168,8 +168,8 @@ def build_problem(incident: Incident, travel: TravelModel,
         if team.speed not in by_speed:
             by_speed[team.speed] = travel.duration_matrix(src, dst, team.speed)
         p.first_leg[k] = by_speed[team.speed][k, n_t:]
-        fit = np.array([t.capabilities <= team.capabilities and t.demand <= team.capacity
-                        for t in tasks], dtype=bool)
+        fit = np.array([t.allows(team) and t.demand <= team.capacity for t in tasks],
+                       dtype=bool)
         p.allowed[k] = [fit[j] and _single_visit_ok(p, k, j, int(p.first_leg[k, j]))
                         for j in range(n)]
         moved = np.array([affinity is not None and affinity.get(t.id, team.id) != team.id
@@ -210,7 +210,7 @@ def _matrices(p: Problem, travel_s: np.ndarray, work: np.ndarray, fit: np.ndarra
 def _single_visit_ok(p: Problem, k: int, j: int, travel_s: int) -> bool:
     """Could team k do task j alone, straight from its start?"""
     team, task = p.teams[k], p.tasks[j]
-    if not task.capabilities <= team.capabilities or task.demand > team.capacity:
+    if not task.allows(team) or task.demand > team.capacity:
         return False
     start, end = p.team_window(k)
     early, late = p.task_window(j, repaired=False)
@@ -403,10 +403,14 @@ def unassigned_reason(p: Problem, j: int, dropped: Mapping[str, UnassignedReason
     if not capable:
         what = ", ".join(missing) if missing else "all of " + ", ".join(sorted(task.capabilities))
         return Unassigned(task_id=task.id, reason="capability", detail=f"no team has {what}")
+    capable = [t for t in capable if task.allows(t)]
+    if not capable:
+        return Unassigned(task_id=task.id, reason="capability", detail="every capable team "
+                          f"reported it cannot do it ({', '.join(sorted(task.excluded_teams))})")
     if all(t.status == "out" for t in capable):
         return Unassigned(task_id=task.id, reason="team_out",
                           detail="every capable team is out")
-    ks = [k for k, t in enumerate(p.teams) if task.capabilities <= t.capabilities]
+    ks = [k for k, t in enumerate(p.teams) if task.allows(t)]
     ks = [k for k in ks if p.teams[k].capacity >= task.demand]
     if not ks:
         return Unassigned(task_id=task.id, reason="capacity",

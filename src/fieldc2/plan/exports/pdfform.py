@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import logging
 import textwrap
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,11 @@ from typing import Literal, cast
 
 from fpdf import FPDF, FontFace
 from fpdf.enums import XPos, YPos
+
+# fpdf2 subsets the embedded font with fontTools, which logs a few hundred
+# INFO lines per PDF: with the CLI's INFO logging, `plan solve --export`
+# buried its own output under them.  Its warnings still show.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 Paper = Literal["A4", "Letter"]
 
