@@ -27,6 +27,7 @@ from fieldc2.model.radio import (
     Text,
 )
 from fieldc2.protocol.compact import (
+    MAX_ORDER_TEXT_BYTES,
     MAX_TEXT_BYTES,
     ChannelContext,
     decode,
@@ -38,6 +39,7 @@ from fieldc2.protocol.compact import (
 from fieldc2.protocol.compact_bits import BitReader, BitWriter, unzigzag, zigzag
 from fieldc2.protocol.compact_context import HISTORY_PER_TRACK
 from fieldc2.protocol.compact_geo import TIME_WINDOW, nearest_time, quantise_fix
+from fieldc2.protocol.compact_records import KIND_CODES, MAX_REF_BYTES, WRITERS
 
 EPOCH = 1_760_000_000
 NOW = EPOCH + 5 * 3600
@@ -90,25 +92,33 @@ def fixes(draw: st.DrawFn, track: int | None = None) -> Fix:
 
 
 points = st.tuples(lats, lons)
+signatures = st.one_of(st.just(b""), st.binary(min_size=64, max_size=64))
+#: (flash, signature): a signature only on a FLASH record.
+flashes = st.one_of(st.just((False, b"")), st.tuples(st.just(True), signatures))
 texts = st.builds(
-    lambda sender, to, text, room: Text(sender=sender, to=to, text=text,
-                                        room=room if to == BROADCAST else ""),
-    slots, st.one_of(slots, st.just(BROADCAST)), unicode_text, labels)
+    lambda sender, to, text, room, flash, t: Text(
+        sender=sender, to=to, text=text, room=room if to == BROADCAST else "", flash=flash[0],
+        time=t if flash[0] else None, signature=flash[1]),
+    slots, st.one_of(slots, st.just(BROADCAST)), unicode_text, labels, flashes, record_times)
 reports = st.builds(
-    lambda s, i, k, t, p, text, c, sev: Report(sender=s, report_id=i, kind=k, time=t,
-                                               lat=p[0], lon=p[1], text=text, count=c,
-                                               severity=sev),
+    lambda s, i, k, t, p, text, c, sev, flash: Report(
+        sender=s, report_id=i, kind=k, time=t, lat=p[0], lon=p[1], text=text, count=c,
+        severity=sev, flash=flash[0], signature=flash[1]),
     slots, st.integers(0, 65535), st.sampled_from(ReportKind), record_times, points,
     unicode_text, st.one_of(st.none(), st.integers(0, 10**6)),
-    st.one_of(st.none(), st.integers(0, 7)))
+    st.one_of(st.none(), st.integers(0, 7)), flashes)
+refs = st.text(max_size=20).filter(lambda t: len(t.encode()) <= MAX_REF_BYTES)
+#: Order texts up to the order limit (past the 200 bytes a v1 decoder reads).
+order_texts = st.one_of(unicode_text, st.text(st.characters(codec="utf-8"), max_size=600)
+                        .filter(lambda t: len(t.encode()) <= MAX_ORDER_TEXT_BYTES))
 orders = st.builds(
-    lambda o, i, to, prec, task, text, due, p, sig: Order(
+    lambda o, i, to, prec, task, text, due, p, sig, ref, task_ref: Order(
         origin=o, order_id=i, to=to, precedence=prec, task=task, text=text, due=due,
-        lat=None if p is None else p[0], lon=None if p is None else p[1], signature=sig),
+        lat=None if p is None else p[0], lon=None if p is None else p[1], signature=sig,
+        ref=ref, task_ref=task_ref),
     slots, st.integers(0, 65535), st.one_of(slots, st.just(BROADCAST)),
-    st.sampled_from(Precedence), st.sampled_from(TaskKind), unicode_text,
-    st.one_of(st.none(), record_times), st.one_of(st.none(), points),
-    st.one_of(st.just(b""), st.binary(min_size=64, max_size=64)))
+    st.sampled_from(Precedence), st.sampled_from(TaskKind), order_texts,
+    st.one_of(st.none(), record_times), st.one_of(st.none(), points), signatures, refs, refs)
 statuses = st.builds(
     lambda s, i, state, t: OrderStatus(sender=s, order_id=i, state=state, time=t),
     slots, st.integers(0, 65535), st.sampled_from(OrderState), record_times)
@@ -354,6 +364,87 @@ def test_unencodable_records_are_local_misuse(record: object) -> None:
     wrapped = PositionBatch((record,)) if isinstance(record, Fix) else record
     with pytest.raises(LinkError):
         encode(wrapped, tx)  # type: ignore[arg-type]
+
+
+# --- the v1 layouts without the fields appended later (STYLE 15) -------------------
+
+def encode_v1(record: Text | Report | Order, ctx: ChannelContext) -> bytes:
+    """The record as an encoder from before the trailing fields wrote it: the new
+    encoding cut after the v1 fields (they are a prefix), padded to a byte."""
+    plain: Text | Report | Order
+    if isinstance(record, Order):
+        plain = msgspec.structs.replace(record, ref="", task_ref="")
+    elif isinstance(record, Text):
+        plain = msgspec.structs.replace(record, flash=False, time=None, signature=b"")
+    else:
+        plain = msgspec.structs.replace(record, flash=False, signature=b"")
+    out = BitWriter()
+    out.write(0b1000 | KIND_CODES[type(plain)], 4)
+    WRITERS[type(plain)](out, plain, ctx)
+    trailing = {Order: 3, Text: 1, Report: 1}[type(plain)]  # absent-flags of v2
+    return cut_bits(out, out.bits - trailing)
+
+
+def cut_bits(out: BitWriter, bits: int) -> bytes:
+    value = int.from_bytes(out.getvalue(), "big") >> (-out.bits % 8 + out.bits - bits)
+    pad = -bits % 8
+    return (value << pad).to_bytes((bits + pad) // 8, "big")
+
+
+@settings(max_examples=100)
+@given(st.one_of(texts, reports, orders.filter(lambda o: len(o.text.encode()) <= 200)))
+def test_records_of_a_v1_encoder_still_decode(record: Text | Report | Order) -> None:
+    tx, rx = pair()
+    old = decode(encode_v1(record, tx), rx, now=NOW)
+    expected: object = quantised(record)
+    if isinstance(record, Order):
+        expected = msgspec.structs.replace(record, ref="", task_ref="")
+    elif isinstance(record, Text):
+        expected = msgspec.structs.replace(record, flash=False, time=None, signature=b"")
+    else:
+        expected = msgspec.structs.replace(record, flash=False, signature=b"")
+    assert old == quantised(expected)
+
+
+def test_a_v1_decoder_reads_the_head_of_a_long_order() -> None:
+    """What an old decoder sees of a grown order: the v1 fields, text cut at 200 B."""
+    text = "Gehen Sie über die Brücke " * 30  # 780 B with the umlauts
+    order = Order(origin=200, order_id=7, to=3, precedence=Precedence.IMMEDIATE,
+                  task=TaskKind.SEARCH, text=text, signature=bytes(range(64)),
+                  ref="ORD-1A2B3C4D", task_ref="T1")
+    tx, rx = pair()
+    data = encode(order, tx)
+    assert decode(data, rx, now=NOW) == order
+    src = BitReader(data)
+    assert src.read(4) == 0b1011
+    v1 = read_order_v1(src, rx)
+    assert v1.text == text.encode()[:200].decode("utf-8", "ignore") and len(v1.text) < 200
+    assert v1.signature == order.signature and v1.ref == ""
+
+
+def read_order_v1(src: BitReader, ctx: ChannelContext) -> Order:
+    """A v1 order reader (the fields before ``ref``), ignoring what follows."""
+    origin, order_id, to = src.read(8), src.read(16), src.read(8)
+    precedence, task = Precedence(src.read(2)), TaskKind(src.read(4))
+    assert not src.read_flag() and not src.read_flag()  # no due, no point here
+    text = src.read_text(MAX_TEXT_BYTES)
+    signature = src.read_bytes(64) if src.read_flag() else b""
+    return Order(origin=origin, order_id=order_id, to=to, precedence=precedence, task=task,
+                 text=text, signature=signature)
+
+
+def test_grown_fields_are_checked() -> None:
+    tx, _ = pair()
+    with pytest.raises(LinkError, match="order text"):
+        encode(Order(origin=1, order_id=1, to=2, precedence=Precedence.ROUTINE,
+                     task=TaskKind.HOLD, text="x" * (MAX_ORDER_TEXT_BYTES + 1)), tx)
+    with pytest.raises(LinkError, match="FLASH"):
+        encode(Text(sender=1, text="x", signature=bytes(64)), tx)
+    with pytest.raises(LinkError, match="time"):
+        encode(Text(sender=1, text="x", flash=True), tx)
+    with pytest.raises(LinkError):
+        encode(Report(sender=1, report_id=1, kind=ReportKind.SPOT, time=NOW, lat=0, lon=0,
+                      flash=True, signature=b"short"), tx)
 
 
 def test_order_signing_bytes_bind_every_field() -> None:

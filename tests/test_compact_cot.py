@@ -77,25 +77,38 @@ label = st.text(xml_chars, min_size=1, max_size=10).filter(
     lambda t: len(t.encode()) <= 32 and t != "All Chat Rooms")
 points = st.tuples(st.floats(-90, 90), st.floats(-180, 180))
 
+signatures = st.one_of(st.just(b""), st.binary(min_size=64, max_size=64))
+#: (flash, time, signature) of a text: time and signature only on a FLASH.
+text_flashes = st.one_of(st.just((False, None, b"")),
+                         st.tuples(st.just(True), record_times, signatures))
 cot_texts = st.one_of(
-    st.builds(lambda s, to, text: Text(sender=s, to=to, text=text), members, members, cot_text),
-    st.builds(lambda s, room, text: Text(sender=s, room=room, text=text),
-              members, st.one_of(st.just(""), label), cot_text),
+    st.builds(lambda s, to, text, f: Text(sender=s, to=to, text=text, flash=f[0], time=f[1],
+                                          signature=f[2]),
+              members, members, cot_text, text_flashes),
+    st.builds(lambda s, room, text, f: Text(sender=s, room=room, text=text, flash=f[0],
+                                            time=f[1], signature=f[2]),
+              members, st.one_of(st.just(""), label), cot_text, text_flashes),
 )
 cot_reports = st.builds(
-    lambda s, i, k, t, p, text, c, sev: quantised(Report(
+    lambda s, i, k, t, p, text, c, sev, f: quantised(Report(
         sender=s, report_id=i, kind=k, time=t, lat=p[0], lon=p[1], text=text, count=c,
-        severity=sev)),
+        severity=sev, flash=f[0], signature=f[2])),
     members, st.integers(0, 65535), st.sampled_from(ReportKind), record_times, points, cot_text,
-    st.one_of(st.none(), st.integers(0, 10**6)), st.one_of(st.none(), st.integers(0, 7)))
+    st.one_of(st.none(), st.integers(0, 10**6)), st.one_of(st.none(), st.integers(0, 7)),
+    text_flashes)
+#: Server order and task ids: anything but our decimal form of a radio id.
+refs = st.one_of(st.just(""), label.filter(lambda t: not t.isdigit()))
+cot_order_text = st.one_of(cot_text, st.text(xml_chars, max_size=500).filter(
+    lambda t: len(t.encode()) <= 2400))
 cot_orders = st.builds(
-    lambda o, i, to, prec, task, text, due, p, sig: quantised(Order(
+    lambda o, i, to, prec, task, text, due, p, sig, ref, task_ref: quantised(Order(
         origin=o, order_id=i, to=to, precedence=prec, task=task, text=text, due=due,
-        lat=None if p is None else p[0], lon=None if p is None else p[1], signature=sig)),
+        lat=None if p is None else p[0], lon=None if p is None else p[1], signature=sig,
+        ref=ref, task_ref=task_ref)),
     members, st.integers(0, 65535), st.one_of(members, st.just(BROADCAST)),
-    st.sampled_from(Precedence), st.sampled_from(TaskKind), cot_text,
-    st.one_of(st.none(), record_times), st.one_of(st.none(), points),
-    st.one_of(st.just(b""), st.binary(min_size=64, max_size=64)))
+    st.sampled_from(Precedence), st.sampled_from(TaskKind), cot_order_text,
+    st.one_of(st.none(), record_times), st.one_of(st.none(), points), signatures, refs,
+    refs)
 cot_statuses = st.builds(
     lambda s, i, state, t: OrderStatus(sender=s, order_id=i, state=state, time=t),
     members, st.integers(0, 65535), st.sampled_from(OrderState), record_times)
@@ -247,12 +260,20 @@ def test_server_order_ids_and_defaults() -> None:
     assert isinstance(order, Order) and order.to == BROADCAST and order.text == "go"
     assert order.precedence == Precedence.ROUTINE and order.task == TaskKind.OTHER
     assert 0 <= order.order_id < 65536
-    assert order == from_cot(*order_event(id="ORD-2024-0001"), roster(), ctx())  # stable
+    assert (order.ref, order.task_ref) == ("ORD-2024-0001", "TASK-17")  # signed: kept
+    again = from_cot(*order_event(id="ORD-2024-0001"), roster(), ctx())
+    assert isinstance(again, Order) and again.order_id == order.order_id  # stable
+    # the radio id can be given as handle; a plain decimal id is the radio id itself
+    handled = from_cot(*order_event(id="ORD-2024-0001", handle="7"), roster(), ctx())
+    assert isinstance(handled, Order) and handled.order_id == 7 and handled.ref
+    plain = from_cot(*order_event(id="42"), roster(), ctx())
+    assert isinstance(plain, Order) and (plain.order_id, plain.ref) == (42, "")
 
 
 @pytest.mark.parametrize("attrs", [{"precedence": "URGENT"}, {"kind": "bake"}, {"sig": "!!"},
                                    {"sig": "AAAA"}, {"lat": "1"}, {"lat": "95", "lon": "0"},
-                                   {"due": "yesterday"}])
+                                   {"due": "yesterday"}, {"handle": "70000"},
+                                   {"handle": "x"}, {"task": "T" * 65}])
 def test_malformed_order_detail_is_a_cot_error(attrs: dict[str, str]) -> None:
     with pytest.raises(CotError):
         from_cot(*order_event(**attrs), roster(), ctx())
@@ -342,3 +363,20 @@ def test_foreign_tracks_are_not_hazards() -> None:
     clue = msgspec.structs.replace(event, type="b-m-p-s-p-i")
     report = from_cot(clue, facts, roster(), ctx())
     assert isinstance(report, Report) and report.kind == ReportKind.CLUE
+
+
+def test_flash_marks_read_back() -> None:
+    """The relay's verdict: verified FLASH stays FLASH, a demoted one is ordinary."""
+    flash = Text(sender=1, text="man down", flash=True, time=NOW, signature=bytes(64))
+    event = to_cot(flash, roster(), ctx(), NOW_MS)
+    assert event is not None and "<__fieldc2_flash time=" in event.detail.xml
+    verified = event.detail.xml.replace("<__fieldc2_flash", '<__fieldc2_flash verified="true"')
+    parsed, facts = through_xml(msgspec.structs.replace(
+        event, detail=msgspec.structs.replace(event.detail, xml=verified)))
+    assert from_cot(parsed, facts, roster(), ctx()) == flash
+    plain = to_cot(Text(sender=1, text="man down"), roster(), ctx(), NOW_MS)
+    assert plain is not None and "__fieldc2_flash" not in plain.detail.xml
+    demoted = plain.detail.xml + '<__fieldc2_flash verified="false" reason="signature"/>'
+    parsed, facts = through_xml(msgspec.structs.replace(
+        plain, detail=msgspec.structs.replace(plain.detail, xml=demoted)))
+    assert from_cot(parsed, facts, roster(), ctx()) == Text(sender=1, text="man down")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -20,6 +21,7 @@ from fieldc2.link.radio import handling_of
 from fieldc2.model.precedence import Precedence
 from fieldc2.model.radio import (
     BROADCAST,
+    Announce,
     Order,
     OrderState,
     OrderStatus,
@@ -32,7 +34,14 @@ from fieldc2.model.radio import (
     TaskKind,
     Text,
 )
-from fieldc2.node import Node, NodeCore, NodeSettings
+from fieldc2.node import NODE_KEY_FILE, Node, NodeCore, NodeSettings
+from fieldc2.orders.sign import (
+    STREAM_CHANNEL_ID,
+    fields_of_compact,
+    flash_signing_bytes,
+    signing_bytes,
+    verify_signed,
+)
 from fieldc2.protocol.compact import ChannelContext, order_signing_bytes
 from fieldc2.transport.gnss import file_fixes
 from fieldc2.transport.radio_station import RadioStation, RecordSink
@@ -255,10 +264,21 @@ state_dir = "state"
     assert process.stdin is not None and process.stdout is not None
     peer.start()
     try:
+        key_line = await asyncio.wait_for(process.stdout.readline(), 10)
+        assert key_line.startswith(b"node key (roster public_key of slot 3): ")
+        public = bytes.fromhex(key_line.split(b": ")[1].decode().strip())
+        key_file = tmp_path / "state" / NODE_KEY_FILE
+        assert key_file.stat().st_mode & 0o777 == 0o600
         banner = await asyncio.wait_for(process.stdout.readline(), 10)
         assert banner.startswith(b"node 3 on udp://")
         process.stdin.write(b"say hello from the field\n")
         await eventually(lambda: Text(sender=3, text="hello from the field") in heard, 10)
+        process.stdin.write(b"flash man down at the ford\n")
+        await eventually(lambda: any(isinstance(r, Text) and r.flash for r in heard), 10)
+        flash = next(r for r in heard if isinstance(r, Text) and r.flash)
+        assert flash.text == "man down at the ford" and flash.time is not None
+        assert verify_signed(public, "ANDROID-node3", flash_signing_bytes(flash),
+                             flash.signature)
         await eventually(lambda: any(isinstance(r, PositionBatch) for r in heard), 10)
         peer.submit(signed(ORDER))
         line = await asyncio.wait_for(process.stdout.readline(), 10)
@@ -271,3 +291,78 @@ state_dir = "state"
         await peer.close()
     assert process.returncode == 0, stderr.decode()
     assert (tmp_path / "state" / "station.state").exists()
+
+
+# --- orders of the command post, FLASH --------------------------------------------
+
+def cp_order(**changes: object) -> Order:
+    """ORDER as the relay brings a command-post order: ``ref``, ``task_ref`` and the
+    command post's signature over orders.sign's fields for ANDROID-node3."""
+    order = msgspec.structs.replace(ORDER, ref="ORD-1A2B3C4D", task_ref="T1")
+    fields = fields_of_compact(order, "ANDROID-node3")
+    assert fields is not None
+    signer = Signer(HQ_KEY, channel_id=STREAM_CHANNEL_ID, originator="HQ-1")
+    signed_order = msgspec.structs.replace(order, signature=signer.sign(signing_bytes(fields)))
+    return msgspec.structs.replace(signed_order, **changes)
+
+
+def test_command_post_order_is_verified_and_answered_by_its_id() -> None:
+    node = core()
+    _, lines = node.on_record(cp_order(), NOW)
+    assert lines[0].startswith("ORDER ORD-1A2B3C4D [IMMEDIATE] search from HQ (signed by HQ-1, "
+                               "signature verified)")
+    assert "  reply: ack ORD-1A2B3C4D | status ORD-1A2B3C4D in_progress|done|failed" in lines
+    out, message = node.on_command("ack ord-1a2b3c4d", NOW)
+    assert out == [OrderStatus(sender=3, order_id=4242, state=OrderState.ACKNOWLEDGED,
+                               time=int(NOW))]
+    assert message == "order ORD-1A2B3C4D: acknowledged sent"
+    assert node.on_command("status 4242 done", NOW)[0][0].state == OrderState.DONE  # type: ignore[union-attr]
+    assert node.on_command("ack ORD-FFFFFFFF", NOW)[1].startswith("error: no order")
+    # a forged copy: same radio id is never shown nor stored; another radio id is shown
+    # NOT VERIFIED, and the operator's "ack ORD-..." still means the verified one
+    assert node.on_record(cp_order(text="Go home"), NOW) == ([], [])
+    assert node.orders[4242].text == ORDER.text
+    _, lines = node.on_record(cp_order(text="Go home", order_id=777), NOW)
+    assert lines[0].startswith("ORDER ORD-1A2B3C4D") and "NOT VERIFIED" in lines[0]
+    assert node.on_command("ack ORD-1A2B3C4D", NOW)[0][0].order_id == 4242  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("changes", [
+    {"task_ref": "T2"}, {"ref": "ORD-1A2B3C4E"}, {"due": ORDER.due + 60},  # type: ignore[operator]
+    {"lat": 46.95001}, {"text": "Search sector B3 to the river"}, {"to": 4},
+    {"due": None}, {"origin": 4},
+])
+def test_command_post_order_changed_on_the_way_is_not_verified(changes: dict[str, object]
+                                                                ) -> None:
+    node = NodeCore(NodeSettings(slot=changes.get("to", 3), channel_id=CHANNEL_ID),  # type: ignore[arg-type]
+                    roster())
+    _, lines = node.on_record(cp_order(**changes), NOW)
+    assert "NOT VERIFIED" in lines[0]
+
+
+def test_announce_cannot_move_a_signer_in_the_roster_file() -> None:
+    node = core()
+    node.on_record(Announce(slot=200, uid="EVIL-1", callsign="HQ"), NOW)
+    node.on_record(Announce(slot=9, uid="ANDROID-node9", callsign="CHARLIE-9"), NOW)
+    assert node.roster.by_slot(200).uid == "HQ-1"  # type: ignore[union-attr]
+    assert node.roster.by_slot(9).callsign == "CHARLIE-9"  # type: ignore[union-attr]
+    assert "signature verified" in node.on_record(cp_order(), NOW)[1][0]
+
+
+def test_flash_is_signed_with_the_node_key_and_goes_first() -> None:
+    assert core().on_command("flash man down", NOW)[1].startswith("error: this node has no")
+    key = Ed25519PrivateKey.generate()
+    node = NodeCore(NodeSettings(slot=3, channel_id=CHANNEL_ID), roster(),
+                    Signer(key, channel_id=STREAM_CHANNEL_ID, originator="ANDROID-node3"))
+    (text,), message = node.on_command("flash man down at the ford", NOW)
+    assert message == "FLASH sent" and isinstance(text, Text)
+    assert (text.flash, text.time, text.to) == (True, int(NOW), BROADCAST)
+    assert handling_of(text).precedence == Precedence.FLASH and handling_of(text).reliable
+    public = public_key_bytes(key.public_key())
+    assert verify_signed(public, "ANDROID-node3", flash_signing_bytes(text), text.signature)
+    moved = msgspec.structs.replace(text, text="man down at the bridge")
+    assert not verify_signed(public, "ANDROID-node3", flash_signing_bytes(moved), text.signature)
+    assert node.on_command("flash", NOW)[1].startswith("error: usage")
+    report = Report(sender=3, report_id=1, kind=ReportKind.CASUALTY, time=int(NOW), lat=1.0,
+                    lon=2.0, flash=True)
+    assert handling_of(report).precedence == Precedence.FLASH

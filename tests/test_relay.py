@@ -20,29 +20,32 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from fieldc2 import relay_cli
 from fieldc2.crypto.radio_keys import ChannelKey, key_document
+from fieldc2.crypto.signing import Signer
 from fieldc2.errors import ConfigError
 from fieldc2.link.profiles import profile
 from fieldc2.model.cot import Event, EventFacts
 from fieldc2.model.radio import Order
 from fieldc2.node import Node, NodeCore, NodeSettings
+from fieldc2.orders.sign import STREAM_CHANNEL_ID, fields_of_compact, signing_bytes
 from fieldc2.protocol.compact import ChannelContext
 from fieldc2.protocol.compact_cot_detail import hash16
 from fieldc2.protocol.cot_xml import format_time, parse_event
 from fieldc2.protocol.framing import XmlFramer
-from fieldc2.relay import Relay, RelaySettings
+from fieldc2.relay import Relay, RelaySettings, RelayState
 from fieldc2.server import CommandPost
 from fieldc2.sim.units import chat, self_report
 from fieldc2.transport.gnss import file_fixes
-from fieldc2.transport.radio_station import RadioStation, RecordSink
+from fieldc2.transport.radio_station import STATE_FILE, RadioStation, RecordSink, StationState
 from fieldc2.transport.radio_udp import UdpRadio
 from fieldc2.users import UserStore
 
 from .conftest import eventually, make_config
-from .test_node import CHANNEL_ID, KEY, ORDER, roster, signed
+from .test_node import CHANNEL_ID, HQ_KEY, KEY, ORDER, roster
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nmea"
 NODE_UID, NODE_CALL = "ANDROID-node3", "ALPHA-3"
@@ -114,9 +117,15 @@ def order_cot(order: Order, order_id: str, now: float) -> bytes:
 
 
 def server_order(order_id: str) -> Order:
-    """ORDER as the relay will put it on the radio (16-bit id), signed for that."""
+    """ORDER as the relay will put it on the radio (16-bit id, the server's id as
+    ``ref``), signed by HQ-1 as the command post signs (orders.sign, channel 0)."""
     fields = {f: getattr(ORDER, f) for f in ORDER.__struct_fields__}
-    return signed(Order(**{**fields, "order_id": hash16(order_id)}))
+    order = Order(**{**fields, "order_id": hash16(order_id), "ref": order_id,
+                     "task_ref": "T-7"})
+    signed_fields = fields_of_compact(order, NODE_UID)
+    assert signed_fields is not None
+    signer = Signer(HQ_KEY, channel_id=STREAM_CHANNEL_ID, originator="HQ-1")
+    return msgspec.structs.replace(order, signature=signer.sign(signing_bytes(signed_fields)))
 
 
 class Rig:
@@ -203,9 +212,9 @@ async def test_order_reaches_the_node_and_its_ack_comes_back(
             order = server_order("ORD-0042")
             hq.send(order_cot(order, "ORD-0042", time.time()))
             await eventually(lambda: any("ORDER" in line for line in rig.shown), 10)
-            assert f"ORDER {order.order_id} [IMMEDIATE] search from HQ (signed by HQ-1, " \
+            assert "ORDER ORD-0042 [IMMEDIATE] search from HQ (signed by HQ-1, " \
                    "signature verified): Search sector B2 to the river" in rig.shown[0]
-            node.command(f"ack {order.order_id}")
+            node.command("ack ord-0042")
 
             def status(state: str) -> Event | None:
                 return hq.find(lambda e: e.type == "t-x-fieldc2-o-s"
@@ -278,6 +287,16 @@ def kill(process: subprocess.Popen[bytes]) -> str:
         return process.stderr.read().decode()
 
 
+def relay_saved(tmp_path: Path) -> dict[str, list[str]]:
+    """What the relay process has persisted: uplink item keys, devices with a hello."""
+    path = tmp_path / "relay" / STATE_FILE
+    if not path.exists():
+        return {"uplink": [], "hellos": []}
+    state = msgspec.msgpack.decode(path.read_bytes(), type=StationState)
+    app = msgspec.msgpack.decode(state.app, type=RelayState) if state.app else RelayState()
+    return {"uplink": [key for key, _, _ in app.uplink], "hellos": [u for u, _ in app.hellos]}
+
+
 def node_reliable_queued(node: Node) -> int:
     return sum(1 for unit in node.station.endpoint.outbox.units() if unit.reliable)
 
@@ -293,9 +312,12 @@ async def test_relay_killed_mid_exercise_loses_nothing_it_accepted(
         # 1. uplink: the relay takes custody of a report while the post is unreachable
         async with rig.node() as node:
             node.follow_gnss(file_fixes(FIXTURES / "ublox_m8_gn_walk.nmea", pace=20))
-            await asyncio.sleep(0.3)
-            node.command("report hazard rockfall on the east path")
+            await eventually(lambda: node.core.last_fix is not None, 10)  # a report needs one
+            assert node.command("report hazard rockfall on the east path").endswith("sent")
             await eventually(lambda: node_reliable_queued(node) == 0, 15)  # custody taken
+            # and a position, which names the node's connection to the post: the first
+            # ones may have gone out before the relay process listened (unreliable)
+            await eventually(lambda: NODE_UID in relay_saved(tmp_path)["hellos"], 15)
         stderr = kill(relay)
         assert "Traceback" not in stderr, stderr
         assert hq.find(lambda e: e.uid.startswith("fieldc2.report.")) is None
@@ -322,9 +344,9 @@ async def test_relay_killed_mid_exercise_loses_nothing_it_accepted(
         relay = start_relay(config, post.tcp_port)
         async with rig.node() as node:
             await eventually(lambda: any("ORDER" in line for line in rig.shown), 20)
-            assert rig.shown[0].startswith(f"ORDER {order.order_id} [IMMEDIATE]")
+            assert rig.shown[0].startswith("ORDER ORD-0077 [IMMEDIATE]")
             assert "signature verified" in rig.shown[0]
-            node.command(f"status {order.order_id} in_progress")
+            node.command(f"status {order.order_id} in_progress")  # the radio id works too
             await eventually(lambda: hq.find(
                 lambda e: e.type == "t-x-fieldc2-o-s" and 'state="in_progress"' in e.detail.xml
                 and 'id="ORD-0077"' in e.detail.xml) is not None, 15)

@@ -9,8 +9,21 @@ and sends chat and field reports.  Typed commands on standard input::
     status ORDER-ID in_progress|done|failed
     say TEXT                              chat to everybody on the channel
     say @CALLSIGN TEXT                    chat to one participant
+    flash TEXT                            a FLASH text to everybody, signed with
+                                          this node's own key
     report spot|clue|casualty|hazard TEXT a report at the current position
     help
+
+``ORDER-ID`` is the command post's id (``ORD-1A2B3C4D``) or the 16-bit radio id.
+
+Trust: the only keys a node believes are those in its roster *file* (the
+command post's, for orders); Announce records heard on the air name slots
+but never bring keys, and cannot rebind a slot whose file entry has a key.
+An order of the command post (it has a ``ref``) is checked with
+:func:`fieldc2.orders.sign.verify` over the fields rebuilt from the record,
+this node's uid as recipient and the origin slot's uid as originator; an
+order made on the radio (no ``ref``) over ``compact.order_signing_bytes``
+with the channel id.
 
 :class:`NodeCore` is the whole behaviour, sans-I/O (fixes, command lines and
 received records in; records to send and lines to show out; how each record
@@ -28,9 +41,10 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from fieldc2 import gnss
-from fieldc2.crypto.signing import KeyRing
+from fieldc2.crypto.signing import KeyRing, Signer, public_key_bytes
 from fieldc2.errors import ConfigError, FieldC2Error, FrameRejected, LinkError
 from fieldc2.model.radio import (
     BROADCAST,
@@ -46,9 +60,12 @@ from fieldc2.model.radio import (
     Roster,
     Text,
 )
+from fieldc2.orders import sign
 from fieldc2.protocol.compact import order_signing_bytes
 from fieldc2.transport.radio_station import RadioStation, RecordSink
 
+#: The node's own Ed25519 key (FLASH signatures), in its state directory.
+NODE_KEY_FILE = "node.key"
 #: Orders remembered for ``ack``/``status`` (and to show a repeat once): a
 #: team gets a handful per hour; the oldest is forgotten first.
 MAX_ORDERS = 256
@@ -60,7 +77,7 @@ _STATES = {"received": OrderState.RECEIVED, "acknowledged": OrderState.ACKNOWLED
            "failed": OrderState.FAILED}
 _REPORT_KINDS = {kind.name.lower(): kind for kind in ReportKind}
 HELP = ("commands: ack ORDER-ID | status ORDER-ID in_progress|done|failed | say [@CALLSIGN] "
-        "TEXT | report spot|clue|casualty|hazard|sitrep|need TEXT | help")
+        "TEXT | flash TEXT | report spot|clue|casualty|hazard|sitrep|need TEXT | help")
 
 
 @dataclass(frozen=True)
@@ -96,22 +113,51 @@ def keyring_from_roster(roster: Roster, channel_id: int) -> KeyRing:
     return ring
 
 
-def verify_order(order: Order, ring: KeyRing, channel_id: int) -> str:
-    """Who signed ``order`` (uid), or raise FrameRejected("signature")."""
+def verify_order(order: Order, ring: KeyRing, channel_id: int, roster: Roster,
+                 recipient: str) -> str:
+    """Who signed ``order`` (uid), or raise FrameRejected("signature").
+
+    ``ring`` holds the roster file's keys; ``recipient`` is this node's uid."""
     if not order.signature:
         raise FrameRejected("signature", "the order is not signed")
-    message = order_signing_bytes(order, channel_id.to_bytes(2, "big"))
-    return ring.verify(order.origin, message, order.signature).uid
+    if not order.ref:  # made on the radio: compact bytes, bound to the channel
+        message = order_signing_bytes(order, channel_id.to_bytes(2, "big"))
+        return ring.verify(order.origin, message, order.signature).uid
+    entry = roster.by_slot(order.origin)
+    fields = sign.fields_of_compact(order, recipient)
+    if entry is None or fields is None:
+        raise FrameRejected("signature", "order names no known originator, due time or point")
+    key = public_key_bytes(ring.lookup(entry.uid).public_key)
+    if not sign.verify(key, entry.uid, fields, recipient, order.signature):
+        raise FrameRejected("signature", f"bad signature from {entry.uid!r}")
+    return entry.uid
+
+
+def node_signer(path: Path, uid: str) -> tuple[Signer, bytes]:
+    """This node's FLASH signer from its key file (made on first run) and the raw
+    public key to put in the roster."""
+    signer = Signer(sign.load_or_create_key(path), channel_id=sign.STREAM_CHANNEL_ID,
+                    originator=uid)
+    return signer, public_key_bytes(signer.public_key)
 
 
 class NodeCore:
     """The field device's behaviour, sans-I/O."""
 
-    def __init__(self, settings: NodeSettings, roster: Roster) -> None:
+    def __init__(self, settings: NodeSettings, roster: Roster,
+                 signer: Signer | None = None) -> None:
         self.settings = settings
         self.roster = roster
         self.ring = keyring_from_roster(roster, settings.channel_id)
+        self._anchored = {entry.slot for entry in roster if entry.public_key}
+        me = roster.by_slot(settings.slot)
+        self.uid = me.uid if me is not None else ""
+        """This device's uid (the recipient an order of the command post is signed for)."""
+        self.signer = signer
+        """This node's own key (channel id 0, originator = its uid), for FLASH messages."""
         self.orders: OrderedDict[int, Order] = OrderedDict()
+        self.verified: set[int] = set()
+        """Radio ids of the orders in ``orders`` whose signature checked out."""
         self.last_fix: gnss.Fix | None = None
         self._sent_at: float | None = None
         self._sent_where: tuple[float, float] | None = None
@@ -161,6 +207,8 @@ class NodeCore:
                 return self._status(parts[0], parts[1].lower(), now)
             if verb == "say":
                 return self._say(rest)
+            if verb == "flash":
+                return self._flash(rest, now)
             if verb == "report":
                 return self._report(rest, now)
             if verb == "help":
@@ -173,12 +221,31 @@ class NodeCore:
         state = _STATES.get(state_name)
         if state is None:
             raise ConfigError(f"state must be one of {', '.join(_STATES)}")
-        if not order_id.isdigit() or int(order_id) not in self.orders:
-            raise ConfigError(f"no order {order_id!r} received")
-        order = self.orders[int(order_id)]
+        order = self._find(order_id)
         status = OrderStatus(sender=self.settings.slot, order_id=order.order_id, state=state,
                              time=int(now))
-        return ([status], f"order {order.order_id}: {state.name.lower()} sent")
+        return ([status], f"order {_label(order)}: {state.name.lower()} sent")
+
+    def _find(self, order_id: str) -> Order:
+        """An order received, by the server's id (any case) or the 16-bit radio id;
+        of two with one server id (a forged copy), the verified one."""
+        wanted = order_id.strip().upper()
+        found = [order for order in reversed(self.orders.values())
+                 if (order.ref and order.ref.upper() == wanted) or wanted == str(order.order_id)]
+        if not found:
+            raise ConfigError(f"no order {order_id!r} received")
+        return next((o for o in found if o.order_id in self.verified), found[0])
+
+    def _flash(self, rest: str, now: float) -> tuple[list[Record], str]:
+        """A FLASH text to everybody, signed with this node's key."""
+        if self.signer is None:
+            raise ConfigError("this node has no signing key: FLASH needs one")
+        if not rest.strip():
+            raise ConfigError("usage: flash TEXT")
+        text = Text(sender=self.settings.slot, text=rest.strip(), flash=True, time=int(now))
+        signed = Text(sender=text.sender, text=text.text, flash=True, time=text.time,
+                      signature=sign.sign_flash(self.signer, text))
+        return [signed], "FLASH sent"
 
     def _say(self, rest: str) -> tuple[list[Record], str]:
         to = BROADCAST
@@ -214,14 +281,16 @@ class NodeCore:
             case Order():
                 return self._order(record, now)
             case Announce():
-                self.roster.learn(record)  # names only: keys come from the roster file
+                if record.slot not in self._anchored:  # the file's signers stay put
+                    self.roster.learn(record)  # names only: keys come from the roster file
                 return [], []
             case Text():
                 if record.to not in (BROADCAST, self.settings.slot):
                     return [], []
                 who = self._name(record.sender)
                 scope = "to you" if record.to == self.settings.slot else "to all"
-                return [], [f"MSG {who} ({scope}): {record.text}"]
+                kind = "FLASH" if record.flash else "MSG"  # shown, not verified: no keys here
+                return [], [f"{kind} {who} ({scope}): {record.text}"]
             case Report():
                 return [], [f"REPORT {record.kind.name.lower()} from {self._name(record.sender)}"
                             f" at {record.lat:.5f},{record.lon:.5f}: {record.text}"]
@@ -233,23 +302,25 @@ class NodeCore:
             return [], []
         repeat = order.order_id in self.orders
         try:
-            signer = verify_order(order, self.ring, self.settings.channel_id)
+            signer = verify_order(order, self.ring, self.settings.channel_id, self.roster,
+                                  self.uid)
             trust = f"signed by {signer}, signature verified"
+            if not repeat:
+                self.verified.add(order.order_id)
         except FrameRejected as exc:
             trust = f"NOT VERIFIED: {exc}"
-        self.orders[order.order_id] = order
-        self.orders.move_to_end(order.order_id)
-        while len(self.orders) > MAX_ORDERS:
-            self.orders.popitem(last=False)
-        if repeat:
+        if repeat:  # shown once; a copy never replaces what was shown (it may be forged)
             return [], []
-        lines = [f"ORDER {order.order_id} [{order.precedence.name}] {order.task.name.lower()}"
+        self.orders[order.order_id] = order
+        while len(self.orders) > MAX_ORDERS:
+            self.verified.discard(self.orders.popitem(last=False)[0])
+        lines = [f"ORDER {_label(order)} [{order.precedence.name}] {order.task.name.lower()}"
                  f" from {self._name(order.origin)} ({trust}): {order.text}"]
         if order.due is not None:
             lines.append(f"  due {_clock(order.due)}")
         if order.lat is not None and order.lon is not None:
             lines.append(f"  at {order.lat:.5f},{order.lon:.5f}")
-        lines.append(f"  reply: ack {order.order_id} | status {order.order_id} "
+        lines.append(f"  reply: ack {_label(order)} | status {_label(order)} "
                      "in_progress|done|failed")
         received = OrderStatus(sender=self.settings.slot, order_id=order.order_id,
                                state=OrderState.RECEIVED, time=int(now))
@@ -258,6 +329,11 @@ class NodeCore:
     def _name(self, slot: int) -> str:
         entry = self.roster.by_slot(slot)
         return (entry.callsign or entry.uid) if entry is not None else f"slot {slot}"
+
+
+def _label(order: Order) -> str:
+    """How an order is named to the operator: the server's id, else the radio id."""
+    return order.ref or str(order.order_id)
 
 
 def _clock(unix: int) -> str:

@@ -18,6 +18,18 @@ certificate, and the post takes a TLS client's groups from the account of
 that certificate's name, not from ``__group``: give the relay's account the
 groups of the teams on its channel (``fieldc2 user add relay-1 --group ...``).
 
+Signatures are end to end: an order's ``sig`` (the command post's) passes
+through to the radio unchanged, with the server's order and task ids
+(``ref``, ``task_ref``); the relay never signs.  A FLASH text or report from
+the radio is checked against the sender's public key in the relay's roster
+*file* (:func:`fieldc2.orders.sign.flash_signing_bytes`; keys in Announce
+records are ignored) and must be fresh (``MAX_FLASH_AGE``) and not a replay.
+A verified one goes up with ``<__fieldc2_flash verified="true" sig= time=>``.
+One that fails is still forwarded -- an emergency from a node whose key is
+missing must not vanish -- but demoted to an ordinary message marked
+``<__fieldc2_flash verified="false" reason=...>`` and counted in
+``flash_unverified``; ``flash_verified`` counts the others.
+
 What the relay accepted is never lost to a restart: records heard on the
 radio wait in a persisted uplink queue until written to the server, and
 records for the radio are in the link layer's snapshot, written before any
@@ -56,8 +68,9 @@ from fieldc2.model.radio import (
     RosterEntry,
     Text,
 )
+from fieldc2.orders.sign import flash_signing_bytes, verify_signed
 from fieldc2.protocol.compact_cot import from_cot, to_cot_all
-from fieldc2.protocol.compact_cot_detail import attr, elements
+from fieldc2.protocol.compact_cot_detail import FLASH_TAG, attr, elements
 from fieldc2.protocol.cot_xml import parse_event, serialize_event
 from fieldc2.protocol.framing import XmlFramer
 from fieldc2.sim.units import self_report
@@ -221,6 +234,14 @@ SELF_REPORT_INTERVAL = 300.0
 ANNOUNCE_INTERVAL = 600.0
 #: Server-side tracks whose positions wait for their turn on the radio.
 MAX_DOWNLINK_TRACKS = 254
+#: Oldest FLASH accepted as verified, seconds: FLASH lives 10 min on the link
+#: (ACP 121) and may wait out a relay restart; older is stale or a replay.
+MAX_FLASH_AGE = 1800
+#: How far ahead of the relay's clock a FLASH time may be (node clock skew).
+MAX_FLASH_AHEAD = 300
+#: Signatures of FLASH messages remembered to refuse a replay within MAX_FLASH_AGE:
+#: a channel carries a few FLASH an hour.
+MAX_FLASH_SEEN = 1024
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,8 @@ class RelayState(msgspec.Struct):
     order_ids: list[tuple[int, str]] = msgspec.field(default_factory=list)
     hellos: list[tuple[str, bytes]] = msgspec.field(default_factory=list)
     """The newest self-report of each radio device: how its connection introduces itself."""
+    flash_seen: list[bytes] = msgspec.field(default_factory=list)
+    """Signatures of recent verified FLASH messages: a replay after a restart is one too."""
 
 
 class Relay:
@@ -276,6 +299,11 @@ class Relay:
         self.uplink: dict[str, tuple[str, bytes]] = {}
         self.hellos: dict[str, bytes] = {}
         self.order_ids: OrderedDict[int, str] = OrderedDict()
+        self.keys = {entry.uid: entry.public_key for entry in roster if entry.public_key}
+        """The roster file's public keys: what FLASH signatures are checked against."""
+        self.flash_verified = 0
+        self.flash_unverified = 0
+        self._flash_seen: OrderedDict[bytes, None] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._down_due: dict[str, float] = {}
         self._down_pending: dict[str, tuple[Event, EventFacts]] = {}
@@ -325,7 +353,8 @@ class Relay:
     def _state(self) -> bytes:
         state = RelayState(list(self.roster), sorted(self.server_slots), sorted(self.radio_slots),
                            [(k, uid, xml) for k, (uid, xml) in self.uplink.items()],
-                           list(self.order_ids.items()), list(self.hellos.items()))
+                           list(self.order_ids.items()), list(self.hellos.items()),
+                           list(self._flash_seen))
         return msgspec.msgpack.encode(state)
 
     def _restore(self, data: bytes) -> None:
@@ -343,6 +372,7 @@ class Relay:
         self.uplink = {key: (uid, xml) for key, uid, xml in state.uplink}
         self.order_ids = OrderedDict(state.order_ids)
         self.hellos = dict(state.hellos)
+        self._flash_seen = OrderedDict.fromkeys(state.flash_seen[-MAX_FLASH_SEEN:])
         self._item = len(self.uplink)
 
     # --- radio -> server -------------------------------------------------------------
@@ -355,8 +385,45 @@ class Relay:
             return
         self.radio_slots.update(_authors(record))
         now_ms = int(now * 1000)
+        flash = ""
+        if isinstance(record, Text | Report) and record.flash:
+            record, flash = self._check_flash(record, now)
         for event in to_cot_all(record, self.roster, self.context, now_ms):
-            self._uplink(event, record)
+            self._uplink(_with_flash(event, flash), record)
+
+    def _check_flash(self, record: Text | Report, now: float) -> tuple[Record, str]:
+        """The record to forward and what its ``__fieldc2_flash`` says (see the module
+        docstring); an unverifiable FLASH is demoted and counted."""
+        reason = self._flash_fault(record, now)
+        if not reason:
+            self.flash_verified += 1
+            self._flash_seen[record.signature] = None
+            while len(self._flash_seen) > MAX_FLASH_SEEN:
+                self._flash_seen.popitem(last=False)
+            return record, ' verified="true"'
+        self.flash_unverified += 1
+        log.warning("FLASH from slot %d not verified (%s): forwarded as an ordinary message",
+                    record.sender, reason)
+        demoted: Record = msgspec.structs.replace(record, flash=False, signature=b"")
+        if isinstance(demoted, Text):
+            demoted = msgspec.structs.replace(demoted, time=None)
+        return demoted, f'<{FLASH_TAG} verified="false" reason="{reason}"/>'
+
+    def _flash_fault(self, record: Text | Report, now: float) -> str:
+        """Why a FLASH cannot be vouched for, or "" when it can."""
+        entry = self.roster.by_slot(record.sender)
+        key = self.keys.get(entry.uid) if entry is not None else None
+        if key is None or entry is None:
+            return "no key"
+        if record.signature in self._flash_seen:
+            return "replay"
+        if record.time is None or not (
+                now - MAX_FLASH_AGE <= record.time <= now + MAX_FLASH_AHEAD):
+            return "stale"
+        if not record.signature or not verify_signed(
+                key, entry.uid, flash_signing_bytes(record), record.signature):
+            return "signature"
+        return ""
 
     def _uplink(self, event: Event, record: Record) -> None:
         if isinstance(record, OrderStatus):
@@ -508,6 +575,19 @@ class Relay:
         s = self.settings
         return self_report(s.uid, s.callsign, s.lat, s.lon, group=s.team,
                            stale_s=2 * SELF_REPORT_INTERVAL)
+
+
+def _with_flash(event: Event, flash: str) -> Event:
+    """``flash`` is ' verified="true"' (into the record's own element) or a whole
+    ``<__fieldc2_flash verified="false">`` element to append."""
+    if not flash:
+        return event
+    xml = event.detail.xml
+    if flash.startswith("<"):
+        xml += flash
+    else:
+        xml = xml.replace(f"<{FLASH_TAG}", f"<{FLASH_TAG}{flash}", 1)
+    return msgspec.structs.replace(event, detail=msgspec.structs.replace(event.detail, xml=xml))
 
 
 def _authors(record: Record | Fix) -> set[int]:

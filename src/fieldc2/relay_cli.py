@@ -24,8 +24,12 @@ Both read one TOML file; flags override it.  Example::
     [node]
     slot = 3
     gnss = "serial:///dev/ttyACM0?baud=9600"
-    state_dir = "node-state"
+    state_dir = "node-state"      # holds node.key, this node's FLASH signing key
     report_interval = 60
+
+A node makes its Ed25519 key (``state_dir/node.key``, 0600) on first run and
+prints the public key: put it in the roster as that slot's ``public_key`` so
+the relay verifies the node's FLASH messages.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from fieldc2.crypto.radio_keys import ChannelKey, key_from_document
 from fieldc2.errors import ConfigError, FieldC2Error
 from fieldc2.link.profiles import PROFILES, LinkProfile, profile
 from fieldc2.model.radio import RELAY_SLOT, Roster
-from fieldc2.node import Node, NodeCore, NodeSettings, stdin_lines
+from fieldc2.node import NODE_KEY_FILE, Node, NodeCore, NodeSettings, node_signer, stdin_lines
 from fieldc2.protocol.compact import ChannelContext
 from fieldc2.relay import Relay, RelaySettings
 from fieldc2.transport.gnss import open_gnss
@@ -279,8 +283,12 @@ async def run_node(args: argparse.Namespace, channel: ChannelSettings, table: di
                             profile=channel.profile, context=channel.context(),
                             on_record=on_record, state_dir=state_dir)
 
+    me = channel.roster.by_slot(settings.slot)
+    assert me is not None  # checked above
+    signer, public = node_signer((state_dir or base) / NODE_KEY_FILE, me.uid)
+    print(f"node key (roster public_key of slot {settings.slot}): {public.hex()}", flush=True)
     gnss_url = _pick(args, "gnss", table, "gnss")
-    async with Node(NodeCore(settings, channel.roster), factory,
+    async with Node(NodeCore(settings, channel.roster, signer), factory,
                     show=lambda line: print(line, flush=True)) as node:
         if gnss_url:
             node.follow_gnss(open_gnss(str(gnss_url)))

@@ -91,12 +91,19 @@ class PositionBatch(msgspec.Struct, frozen=True, tag=True):
 
 
 class Text(msgspec.Struct, frozen=True, tag=True, kw_only=True):
-    """A chat line.  ``room`` names a chat room or team; "" is the default room."""
+    """A chat line.  ``room`` names a chat room or team; "" is the default room.
+
+    A FLASH text (``flash``) goes first on the link and carries the sender's
+    Ed25519 ``signature`` over :func:`fieldc2.orders.sign.flash_signing_bytes`;
+    ``time`` (whole Unix seconds, FLASH only) makes a replay recognisable."""
 
     sender: int
     to: int = BROADCAST
     text: str
     room: str = ""
+    flash: bool = False
+    time: int | None = None
+    signature: bytes = b""
 
 
 class Report(msgspec.Struct, frozen=True, tag=True, kw_only=True):
@@ -113,6 +120,9 @@ class Report(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     count: int | None = None
     severity: int | None = None
     """0..7, higher is worse."""
+    flash: bool = False
+    """Sent FLASH; then ``signature`` is the sender's Ed25519 signature."""
+    signature: bytes = b""
 
 
 class Order(msgspec.Struct, frozen=True, tag=True, kw_only=True):
@@ -129,7 +139,13 @@ class Order(msgspec.Struct, frozen=True, tag=True, kw_only=True):
     lat: float | None = None
     lon: float | None = None
     signature: bytes = b""
-    """Ed25519 over :func:`fieldc2.protocol.compact.order_signing_bytes`: 64 bytes, or empty."""
+    """Ed25519, 64 bytes or empty: over :func:`fieldc2.orders.sign.signing_bytes` when
+    ``ref`` is set (an order of the command post), else over
+    :func:`fieldc2.protocol.compact.order_signing_bytes` (an order made on the radio)."""
+    ref: str = ""
+    """The command post's order id (``ORD-1A2B3C4D``); "" for an order made on the radio."""
+    task_ref: str = ""
+    """The command post's task id the order is about, or ""."""
 
 
 class OrderStatus(msgspec.Struct, frozen=True, tag=True, kw_only=True):

@@ -12,6 +12,7 @@ from fieldc2.model.precedence import Precedence
 from fieldc2.orders.model import Order, new_order_id
 from fieldc2.plan.geo import Coord
 from fieldc2.plan.model import Incident, Plan, Route, Task, Team, Visit, entry_point, exit_point
+from fieldc2.protocol.compact_geo import quantise_point
 
 #: Task priority from which an order goes IMMEDIATE (priorities are >= 1,
 #: larger is more important).  FLASH is kept for emergencies, never planned.
@@ -70,7 +71,9 @@ def compose(incident: Incident, plan: Plan, *, now: int, origin: str, plan_id: s
                 continue
             task = incident.task(visit.task_id)
             oid = new_id()
+            # on the radio's grid, so a node rebuilds the signed bytes from the compact Order
             lon, lat = entry_point(task.geometry)
+            lat, lon = quantise_point(lat, lon)
             orders.append(Order(
                 id=oid, task_id=task.id, team_id=team.id,
                 text=order_text(oid, task, team, visit), recipients=team.tak_uids,

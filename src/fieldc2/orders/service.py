@@ -424,9 +424,10 @@ class OrderService:
     def _alert(self, item: Overdue, now: int) -> None:
         order = item.order
         who = self._callsign(item.recipient) or item.recipient
-        minutes = max(0, now - item.since) // 60
+        waited = max(0, now - item.since)
+        after = f"{waited // 60} min" if waited >= 60 else f"{waited} s"
         text = (f"OVERDUE: {order.team_id} ({who}) has not acknowledged {order.id} "
-                f"(task {order.task_id}) after {minutes} min; state {item.state.value}.")
+                f"(task {order.task_id}) after {after}; state {item.state.value}.")
         log.warning("%s", text)
         self._audit("order_overdue", self.sender.uid, order.id, recipient=item.recipient,
                     team=order.team_id, task=order.task_id, state=item.state.value)

@@ -8,9 +8,11 @@ version:
 ::
 
     0     PositionBatch v1   fixes back to back (see compact_geo)
-    1001  Text v1            sender:8 to:8 room? text
+    1001  Text v1            sender:8 to:8 room? text [flash:1 (sig:64B? time)]
     1010  Report v1          sender:8 id:16 kind:3 time point count:EG2? severity:3? text
-    1011  Order v1           origin:8 id:16 to:8 precedence:2 task:4 due? point? text sig:64B?
+                             [flash:1 (sig:64B?)]
+    1011  Order v1           origin:8 id:16 to:8 precedence:2 task:4 due? point? text
+                             sig:64B? [ref? task_ref? more_text?]
     1100  OrderStatus v1     sender:8 id:16 state:3 time
     1101  Announce v1        slot:8 uid callsign team role cot_type key:32B?
 
@@ -20,7 +22,13 @@ fresh code, and so does any change to PositionBatch, whose fixes run to the
 end of the record.  The other schemas grow only at the end (STYLE 15): a decoder
 ignores bits after the fields it knows, and a newer decoder treats a record
 that ends early as having the new fields at their defaults.  ``x?`` is a
-presence bit then ``x``.  Strings are an 8-bit byte length and UTF-8.
+presence bit then ``x``; ``[...]`` are fields appended later, read as absent
+when the record ends before them.  Strings are an 8-bit byte length and UTF-8
+(16-bit for ``more_text``).  An order's text is cut at a character boundary
+after 200 bytes; the rest (up to 2400 bytes in all) is ``more_text``, so a v1
+decoder still reads the first 200 bytes.  ``ref`` and ``task_ref`` are the
+command post's order and task ids, which its signature covers
+(:mod:`fieldc2.orders.sign`); ``(x)`` is present when the flag before it is set.
 A point is ``0 lat:17s lon:18s`` inside the operations box, else
 ``1 lat:25 lon:26`` (the 1e-5 degree grid, as for fixes).
 Non-position times are ``zigzag(t - epoch)`` as Exp-Golomb order 12 (no
@@ -43,6 +51,7 @@ from fieldc2.protocol.compact_geo import MIN_FIX_BITS, quantise_fix, read_fix, w
 from fieldc2.protocol.compact_records import (
     KIND_CODES,
     MAX_LABEL_BYTES,
+    MAX_ORDER_TEXT_BYTES,
     MAX_TEXT_BYTES,
     MAX_UID_BYTES,
     READERS,
@@ -51,9 +60,9 @@ from fieldc2.protocol.compact_records import (
 )
 
 __all__ = [
-    "MAX_BATCH_FIXES", "MAX_LABEL_BYTES", "MAX_TEXT_BYTES", "MAX_UID_BYTES", "ChannelContext",
-    "Origin", "PositionContext", "decode", "encode", "encode_positions", "encoded_size",
-    "order_signing_bytes",
+    "MAX_BATCH_FIXES", "MAX_LABEL_BYTES", "MAX_ORDER_TEXT_BYTES", "MAX_TEXT_BYTES",
+    "MAX_UID_BYTES", "ChannelContext", "Origin", "PositionContext", "decode", "encode",
+    "encode_positions", "encoded_size", "order_signing_bytes",
 ]
 
 #: Fixes in one batch record: a 255-byte frame holds at most ~45 delta fixes;

@@ -13,12 +13,16 @@ Fix             PLI, type from the roster,        uid/callsign/group name+role/t
                                                   (1e-5 deg, <= 0.79 m); hae (1 m);
                                                   course (5 deg); speed (0.5 m/s)
 Text            GeoChat ``b-t-f`` (``__chat``,    sender and recipient (roster), room
-                ``link``, ``remarks``,            ("All Chat Rooms" = none), text
-                ``marti/dest`` when directed)
+                ``link``, ``remarks``,            ("All Chat Rooms" = none), text;
+                ``marti/dest`` when directed)     FLASH: time, signature
+                + ``<__fieldc2_flash>`` if FLASH
 Report          marker, type per kind (below) +   sender (``link`` p-p), id, kind, time,
-                ``<__fieldc2_report>``            lat/lon, remarks text, count, severity
-Order           GeoChat ``b-t-f`` +               origin, id, recipient, precedence, task
-                ``<__fieldc2_order>``             kind, due, point, text, signature
+                ``<__fieldc2_report>``            lat/lon, remarks text, count, severity,
+                + ``<__fieldc2_flash>`` if FLASH  FLASH, signature
+Order           GeoChat ``b-t-f`` +               origin, id (``handle``; the server's
+                ``<__fieldc2_order>``             id as ``id``), task id, recipient,
+                                                  precedence, task kind, due, point,
+                                                  text (2400 B), signature
 OrderStatus     ``t-x-fieldc2-o-s`` +             sender (``by``), order id, state, time
                 ``<__fieldc2_order_status>``
 Announce        none (roster only)
@@ -29,12 +33,13 @@ Dropped from every event: ``takv``, ``ce``/``le``, ``status`` (battery),
 milliseconds of times, stale times (recomputed from named defaults), and
 every detail element not named above.  A PLI's type, callsign and group
 come from the roster, not the event.  Text longer than
-:data:`~fieldc2.protocol.compact_records.MAX_TEXT_BYTES` is cut at a
-character boundary; characters XML 1.0 cannot carry are removed by
-``cot_xml``.  Heights beyond -1000..31767 m and speeds above 2048 m/s are
-dropped.  Order and report ids that are not our decimal or uid forms are
-hashed to 16 bits (BLAKE2s), which is lossy; ``task`` (a server task id)
-does not cross the radio, the task kind travels as ``kind=``.
+:data:`~fieldc2.protocol.compact_records.MAX_TEXT_BYTES` (order text:
+``MAX_ORDER_TEXT_BYTES``) is cut at a character boundary; characters XML
+1.0 cannot carry are removed by ``cot_xml``.  Heights beyond -1000..31767 m
+and speeds above 2048 m/s are dropped.  Order and report ids that are not
+our decimal or uid forms are hashed to 16 bits (BLAKE2s), which is lossy for reports; an order keeps
+the server's id and ``task`` (``ref``, ``task_ref``) because its signature
+covers them, and the task kind travels as ``kind=``.
 
 Marker types per report kind: spot, sitrep and need ``b-m-p-s-m`` (spot map
 marker), clue ``b-m-p-s-p-i`` (point of interest), casualty ``b-r-f-h-c``
@@ -73,6 +78,8 @@ from fieldc2.protocol.compact_cot_detail import (
     ALL_ROOMS,
     chat_xml,
     elements,
+    flash_from_cot,
+    flash_xml,
     order_from_cot,
     order_status_xml,
     order_xml,
@@ -201,6 +208,8 @@ def _text_to_cot(text: Text, roster: Roster, ctx: ChannelContext, now_ms: int) -
         return None
     message_id = str(uuid.uuid5(_CHAT_NAMESPACE, f"{sender.uid}|{now_ms}|{text.text}"))
     xml, room_id = chat_xml(sender, recipient, text.room, text.text, message_id, now_ms)
+    if text.flash:
+        xml += flash_xml(text.signature, text.time)
     lat, lon = _sender_point(text.sender, ctx)
     return Event(uid=f"GeoChat.{sender.uid}.{room_id}.{message_id}", type="b-t-f",
                  how=HUMAN_HOW, time=now_ms, start=now_ms, stale=now_ms + CHAT_STALE_MS,
@@ -224,10 +233,15 @@ def _text_from_cot(event: Event, facts: EventFacts,
     if recipient is None and (facts.directed or room_id != room):
         return None  # directed to someone who is not on this channel
     text = remarks_text(found, MAX_TEXT_BYTES)
+    flash, time, signature = flash_from_cot(found)
+    if flash and time is None:
+        time = event.time // 1000
     if recipient is not None:
-        return Text(sender=sender.slot, to=recipient.slot, text=text)
+        return Text(sender=sender.slot, to=recipient.slot, text=text, flash=flash, time=time,
+                    signature=signature)
     room = "" if room == ALL_ROOMS else truncate(room, MAX_LABEL_BYTES)
-    return Text(sender=sender.slot, text=text, room=room)
+    return Text(sender=sender.slot, text=text, room=room, flash=flash, time=time,
+                signature=signature)
 
 
 def truncate(text: str, limit: int) -> str:

@@ -29,7 +29,14 @@ from fieldc2.model.radio import (
     TaskKind,
 )
 from fieldc2.protocol.compact_context import snap
-from fieldc2.protocol.compact_records import MAX_COUNT, MAX_SEVERITY, MAX_TEXT_BYTES
+from fieldc2.protocol.compact_records import (
+    MAX_COUNT,
+    MAX_ORDER_TEXT_BYTES,
+    MAX_REF_BYTES,
+    MAX_SEVERITY,
+    MAX_TEXT_BYTES,
+    SIGNATURE_BYTES,
+)
 from fieldc2.protocol.cot_xml import XML_INVALID, format_time, parse_time
 
 ALL_ROOMS = "All Chat Rooms"
@@ -89,10 +96,13 @@ def hash16(text: str) -> int:
     return int.from_bytes(hashlib.blake2s(text.encode("utf-8"), digest_size=2).digest(), "big")
 
 
+def _is_id16(text: str) -> bool:
+    """Our own decimal form of a 16-bit id (not a foreign or server id)."""
+    return text.isascii() and text.isdigit() and int(text) < 1 << 16 and str(int(text)) == text
+
+
 def _id16(text: str) -> int:
-    if text.isascii() and text.isdigit() and int(text) < 1 << 16 and str(int(text)) == text:
-        return int(text)
-    return hash16(text)
+    return int(text) if _is_id16(text) else hash16(text)
 
 
 def _seconds(text: str) -> int:
@@ -135,6 +145,8 @@ def report_xml(report: Report, sender: RosterEntry) -> tuple[str, str]:
            f"<remarks>{content(report.text)}</remarks>"
            f'<__fieldc2_report kind="{report.kind.name.lower()}" id="{report.report_id}"'
            f"{extra}/>")
+    if report.flash:
+        xml += flash_xml(report.signature, None)
     return REPORT_TYPES[report.kind], xml
 
 
@@ -160,17 +172,26 @@ def report_from_cot(event: Event, found: dict[str, ElementTree.Element],
     if (count is not None and not 0 <= count < MAX_COUNT) or (
             severity is not None and not 0 <= severity <= MAX_SEVERITY):
         raise CotError("__fieldc2_report count or severity out of range")
+    flash, _, signature = flash_from_cot(found)
     return Report(sender=slot, report_id=_id16(own.get("id", event.uid)), kind=kind,
                   time=event.time // 1000, lat=snap(event.lat), lon=snap(event.lon),
-                  text=remarks_text(found, MAX_TEXT_BYTES), count=count, severity=severity)
+                  text=remarks_text(found, MAX_TEXT_BYTES), count=count, severity=severity,
+                  flash=flash, signature=signature)
 
 
 # --- orders --------------------------------------------------------------------
 
 def order_xml(order: Order, origin_uid: str) -> str:
-    """``<__fieldc2_order>`` as the DIL contract spells it (``kind`` = task kind)."""
-    parts = [f'<__fieldc2_order id="{order.order_id}" kind="{order.task.name.lower()}"'
+    """``<__fieldc2_order>`` as the DIL contract spells it (``kind`` = task kind).
+
+    ``id`` is the command post's order id when the order has one (``ref``), and
+    ``handle`` then keeps the 16-bit radio id; ``task`` is the server's task id."""
+    ident = (f'id="{attr(order.ref)}" handle="{order.order_id}"' if order.ref
+             else f'id="{order.order_id}"')
+    parts = [f'<__fieldc2_order {ident} kind="{order.task.name.lower()}"'
              f' precedence="{order.precedence.name}"']
+    if order.task_ref:
+        parts.append(f' task="{attr(order.task_ref)}"')
     if order.due is not None:
         parts.append(f' due="{format_time(order.due * 1000)}"')
     if order.lat is not None and order.lon is not None:
@@ -197,21 +218,68 @@ def order_from_cot(event: Event, facts: EventFacts, found: dict[str, ElementTree
         task = TaskKind[own.get("kind", "other").upper()]
         lat = float(own.attrib["lat"]) if "lat" in own.attrib else None
         lon = float(own.attrib["lon"]) if "lon" in own.attrib else None
-        signature = base64.b64decode(own.get("sig", "").encode("ascii"), validate=True)
-    except (KeyError, ValueError, binascii.Error, UnicodeEncodeError) as exc:
+        signature = _signature(own)
+        handle = int(own.attrib["handle"]) if "handle" in own.attrib else None
+    except (KeyError, ValueError) as exc:
         raise CotError(f"bad __fieldc2_order: {exc}") from exc
-    if signature and len(signature) != 64:
-        raise CotError("__fieldc2_order sig is not a 64-byte Ed25519 signature")
     if (lat is None) != (lon is None) or (lat is not None and not (
             abs(lat) <= 90 and lon is not None and abs(lon) <= 180)):
         raise CotError("__fieldc2_order point is incomplete or off the globe")
-    return Order(origin=origin.slot, order_id=_id16(own.get("id", event.uid)),
+    ident = own.get("id", event.uid)
+    ref = "" if _is_id16(ident) else ident
+    task_ref = own.get("task", "")
+    if handle is not None and not 0 <= handle < 1 << 16:
+        raise CotError("__fieldc2_order handle is not a 16-bit number")
+    if len(ref.encode("utf-8")) > MAX_REF_BYTES or len(task_ref.encode("utf-8")) > MAX_REF_BYTES:
+        raise CotError(f"__fieldc2_order id or task longer than {MAX_REF_BYTES} bytes")
+    return Order(origin=origin.slot, order_id=handle if handle is not None else _id16(ident),
                  to=recipient.slot if recipient is not None else BROADCAST,
                  precedence=precedence, task=task,
                  due=_seconds(own.attrib["due"]) if "due" in own.attrib else None,
                  lat=None if lat is None else snap(lat),
                  lon=None if lon is None else snap(lon),
-                 text=remarks_text(found, MAX_TEXT_BYTES), signature=signature)
+                 text=remarks_text(found, MAX_ORDER_TEXT_BYTES), signature=signature,
+                 ref=ref, task_ref=task_ref)
+
+
+def _signature(own: ElementTree.Element) -> bytes:
+    """The ``sig`` attribute: empty, or a base64 64-byte Ed25519 signature."""
+    try:
+        signature = base64.b64decode(own.get("sig", "").encode("ascii"), validate=True)
+    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+        raise CotError(f"bad <{own.tag}> sig: {exc}") from exc
+    if signature and len(signature) != SIGNATURE_BYTES:
+        raise CotError(f"<{own.tag}> sig is not a 64-byte Ed25519 signature")
+    return signature
+
+
+# --- FLASH ---------------------------------------------------------------------
+
+FLASH_TAG = "__fieldc2_flash"
+
+
+def flash_xml(signature: bytes, time: int | None) -> str:
+    """``<__fieldc2_flash>`` of a FLASH text or report, as the radio brought it.
+
+    The relay adds ``verified="true"`` when the signature checks out against its
+    roster; an unverifiable FLASH goes up as an ordinary message with
+    ``<__fieldc2_flash verified="false" reason=...>`` instead (see relay.py),
+    which reads back as not FLASH."""
+    parts = [f"<{FLASH_TAG}"]
+    if time is not None:
+        parts.append(f' time="{format_time(time * 1000)}"')
+    if signature:
+        parts.append(f' sig="{base64.b64encode(signature).decode()}"')
+    return "".join(parts) + "/>"
+
+
+def flash_from_cot(found: dict[str, ElementTree.Element]) -> tuple[bool, int | None, bytes]:
+    """(flash, time, signature) from a detail's ``<__fieldc2_flash>``, if any."""
+    own = found.get(FLASH_TAG)
+    if own is None or own.get("verified") == "false":
+        return False, None, b""
+    time = _seconds(own.attrib["time"]) if "time" in own.attrib else None
+    return True, time, _signature(own)
 
 
 def order_status_xml(status: OrderStatus, sender: RosterEntry) -> str:

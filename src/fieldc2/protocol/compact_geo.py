@@ -69,6 +69,14 @@ HAE_OFFSET, HAE_BITS = 1000, 15
 MIN_FIX_BITS = 8 + 4 + 2 + 1 + 4 + 2 + 2 * DELTA_WIDTHS[0] + 6
 
 
+def quantise_point(lat: float, lon: float) -> tuple[float, float]:
+    """A point as the wire delivers it (the 1e-5 degree grid).
+
+    The command post quantises an order's point with this before signing, so
+    a node rebuilds the signed bytes from the decoded record exactly."""
+    return grid(lat) / SCALE, grid(lon) / SCALE
+
+
 def quantise_fix(fix: Fix) -> Fix:
     """The fix as the wire will deliver it (what the receiver decodes)."""
     if (fix.course is None) != (fix.speed is None):
@@ -77,8 +85,8 @@ def quantise_fix(fix: Fix) -> Fix:
     if fix.course is not None and fix.speed is not None:
         course = (round(fix.course / COURSE_STEP) % COURSE_CODES) * COURSE_STEP
         speed = round(fix.speed / SPEED_STEP) * SPEED_STEP
-    return Fix(track=fix.track, fix_no=fix.fix_no, time=fix.time,
-               lat=grid(fix.lat) / SCALE, lon=grid(fix.lon) / SCALE,
+    lat, lon = quantise_point(fix.lat, fix.lon)
+    return Fix(track=fix.track, fix_no=fix.fix_no, time=fix.time, lat=lat, lon=lon,
                hae=None if fix.hae is None else float(round(fix.hae)),
                course=course, speed=speed)
 

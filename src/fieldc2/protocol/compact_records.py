@@ -33,6 +33,13 @@ from fieldc2.protocol.compact_geo import read_absolute, write_absolute
 #: its 64-byte signature inside one 255-byte LoRa frame after headers, and a
 #: Text inside one Iridium SBD mobile-terminated message (270 B).
 MAX_TEXT_BYTES = 200
+#: Order text, UTF-8 bytes.  The command post cuts an order at 600 characters
+#: (``orders.compose.MAX_ORDER_TEXT``), up to 4 bytes each; the link layer
+#: fragments.  The first MAX_TEXT_BYTES travel where v1 decoders read text,
+#: the rest in a trailing field (STYLE 15).
+MAX_ORDER_TEXT_BYTES = 2400
+#: Server order and task ids (``ORD-1A2B3C4D``, plan task ids) are short labels.
+MAX_REF_BYTES = 64
 #: CoT uids are 20-46 characters (ANDROID-<16 hex>, UUIDs, Windows SIDs).
 MAX_UID_BYTES = 64
 #: Callsigns, team and room names, roles and CoT types are short labels.
@@ -116,6 +123,26 @@ def _read_fixed_bytes(src: BitReader, size: int) -> bytes:
     return src.read_bytes(size) if src.read_flag() else b""
 
 
+def _more(src: BitReader) -> bool:
+    """A trailing presence bit; a record from an older encoder ends before it
+    (at most 7 zero bits of padding remain, which read as absent)."""
+    return src.remaining > 0 and src.read_flag()
+
+
+def _split_text(text: str) -> tuple[str, str]:
+    """Text cut at a character boundary after MAX_TEXT_BYTES: (head, rest)."""
+    head = text.encode("utf-8")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+    return head, text[len(head):]
+
+
+def _write_flash(out: BitWriter, flash: bool, signature: bytes) -> None:
+    out.write_flag(flash)
+    if flash:
+        _fixed_bytes(out, signature, SIGNATURE_BYTES, "signature")
+    elif signature:
+        raise LinkError("only a FLASH text or report carries a signature")
+
+
 # --- Text ----------------------------------------------------------------------
 
 def write_chat(out: BitWriter, record: Text, ctx: ChannelContext) -> None:
@@ -125,6 +152,11 @@ def write_chat(out: BitWriter, record: Text, ctx: ChannelContext) -> None:
         raise LinkError("a chat room names a broadcast; a directed Text has none")
     _optional_text(out, record.room, MAX_LABEL_BYTES)
     out.write_text(record.text, MAX_TEXT_BYTES)
+    if record.flash and record.time is None:
+        raise LinkError("a FLASH text needs its time (what makes a replay visible)")
+    _write_flash(out, record.flash, record.signature)
+    if record.flash and record.time is not None:
+        _time(out, record.time, ctx)
 
 
 def read_chat(src: BitReader, ctx: ChannelContext) -> Text:
@@ -132,7 +164,12 @@ def read_chat(src: BitReader, ctx: ChannelContext) -> Text:
     room = _read_optional_text(src, MAX_LABEL_BYTES)
     if room and to != BROADCAST:
         raise RadioFrameError("directed Text with a chat room")
-    return Text(sender=sender, to=to, room=room, text=src.read_text(MAX_TEXT_BYTES))
+    text = src.read_text(MAX_TEXT_BYTES)
+    if not _more(src):
+        return Text(sender=sender, to=to, room=room, text=text)
+    signature = _read_fixed_bytes(src, SIGNATURE_BYTES)
+    return Text(sender=sender, to=to, room=room, text=text, flash=True,
+                time=_read_time(src, ctx), signature=signature)
 
 
 # --- Report --------------------------------------------------------------------
@@ -154,6 +191,7 @@ def write_report(out: BitWriter, record: Report, ctx: ChannelContext) -> None:
             raise LinkError(f"severity {record.severity} outside 0..{MAX_SEVERITY}")
         out.write(record.severity, 3)
     out.write_text(record.text, MAX_TEXT_BYTES)
+    _write_flash(out, record.flash, record.signature)
 
 
 def read_report(src: BitReader, ctx: ChannelContext) -> Report:
@@ -165,8 +203,11 @@ def read_report(src: BitReader, ctx: ChannelContext) -> Report:
     if count is not None and count >= MAX_COUNT:
         raise RadioFrameError(f"report count {count} out of range")
     severity = src.read(3) if src.read_flag() else None
+    text = src.read_text(MAX_TEXT_BYTES)
+    flash = _more(src)
     return Report(sender=sender, report_id=report_id, kind=kind, time=time, lat=lat, lon=lon,
-                  count=count, severity=severity, text=src.read_text(MAX_TEXT_BYTES))
+                  count=count, severity=severity, text=text, flash=flash,
+                  signature=_read_fixed_bytes(src, SIGNATURE_BYTES) if flash else b"")
 
 
 # --- Order ---------------------------------------------------------------------
@@ -185,8 +226,14 @@ def write_order(out: BitWriter, record: Order, ctx: ChannelContext) -> None:
     out.write_flag(record.lat is not None)
     if record.lat is not None and record.lon is not None:
         _point(out, record.lat, record.lon, ctx)
-    out.write_text(record.text, MAX_TEXT_BYTES)
+    if len(record.text.encode("utf-8")) > MAX_ORDER_TEXT_BYTES:
+        raise LinkError(f"order text exceeds {MAX_ORDER_TEXT_BYTES} bytes")
+    head, rest = _split_text(record.text)
+    out.write_text(head, MAX_TEXT_BYTES)
     _fixed_bytes(out, record.signature, SIGNATURE_BYTES, "signature")
+    _optional_text(out, record.ref, MAX_REF_BYTES)
+    _optional_text(out, record.task_ref, MAX_REF_BYTES)
+    _optional_text(out, rest, MAX_ORDER_TEXT_BYTES)
 
 
 def read_order(src: BitReader, ctx: ChannelContext) -> Order:
@@ -198,9 +245,16 @@ def read_order(src: BitReader, ctx: ChannelContext) -> Order:
     if src.read_flag():
         lat, lon = _read_point(src, ctx)
     text = src.read_text(MAX_TEXT_BYTES)
+    signature = _read_fixed_bytes(src, SIGNATURE_BYTES)
+    ref = src.read_text(MAX_REF_BYTES) if _more(src) else ""
+    task_ref = src.read_text(MAX_REF_BYTES) if _more(src) else ""
+    if _more(src):
+        text += src.read_text(MAX_ORDER_TEXT_BYTES)
+        if len(text.encode("utf-8")) > MAX_ORDER_TEXT_BYTES:
+            raise RadioFrameError(f"order text exceeds {MAX_ORDER_TEXT_BYTES} bytes")
     return Order(origin=origin, order_id=order_id, to=to, precedence=precedence, task=task,
-                 due=due, lat=lat, lon=lon, text=text,
-                 signature=_read_fixed_bytes(src, SIGNATURE_BYTES))
+                 due=due, lat=lat, lon=lon, text=text, signature=signature, ref=ref,
+                 task_ref=task_ref)
 
 
 # --- OrderStatus ---------------------------------------------------------------
