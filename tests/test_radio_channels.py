@@ -107,3 +107,46 @@ def test_channel_document_is_json_with_every_kept_epoch(tmp_path: Path) -> None:
     doc = json.loads(directory.document("c"))
     assert doc["channel"] == "c"
     assert [k["epoch"] for k in doc["keys"]] == [0, 1]
+
+
+async def test_relay_fetches_keys_once_and_then_runs_from_its_cache(tmp_path: Path) -> None:
+    from fieldc2.cli import build_parser
+    from fieldc2.relay_cli import channel_settings
+
+    async with CommandPost(make_config(tmp_path, tls=True)) as post:
+        ChannelDirectory(post.config.data_dir / "radio").create("sar-1")
+        paths = post.ca.write_client("relay-1", now=NOW)
+        url = f"https://localhost:{post.http_port}/api/radio/channels/sar-1"
+        state = tmp_path / "relay-state"
+
+        def settings(key_url: str) -> list[str]:
+            args = build_parser().parse_args([
+                "relay", "--channel", "sar-1", "--adapter", "udp://127.0.0.1:0",
+                "--key-url", key_url, "--tls-cert", str(paths["cert"]),
+                "--tls-key", str(paths["key"]), "--tls-ca", str(post.ca.cert_path)])
+            found = channel_settings(args, {}, tmp_path, state)
+            return [k.export() for k in found.keys]
+
+        fetched = await asyncio.to_thread(settings, url)
+        assert fetched == [ChannelDirectory(post.config.data_dir / "radio").current("sar-1")
+                           .export()]
+        cache = state / "sar-1.chan"
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+        http_port = post.http_port
+    # The command post is gone (in the field): the cached keys are used.
+    offline = f"https://localhost:{http_port}/api/radio/channels/sar-1"
+    assert await asyncio.to_thread(settings, offline) == fetched
+    cache.unlink()
+    with pytest.raises(LinkError, match="cannot fetch"):
+        await asyncio.to_thread(settings, offline)
+
+
+def test_key_url_without_credentials_says_what_to_give(tmp_path: Path) -> None:
+    from fieldc2.cli import build_parser
+    from fieldc2.relay_cli import channel_settings
+
+    args = build_parser().parse_args([
+        "node", "--channel", "c", "--adapter", "udp://127.0.0.1:0",
+        "--key-url", "https://127.0.0.1:1/api/radio/channels/c"])
+    with pytest.raises(ConfigError, match="--tls-cert, --tls-key and --tls-ca"):
+        channel_settings(args, {}, tmp_path, tmp_path / "state")

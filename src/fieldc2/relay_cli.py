@@ -48,11 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from fieldc2.crypto.radio_keys import ChannelKey, key_from_document
-from fieldc2.errors import ConfigError, FieldC2Error
+from fieldc2.errors import ConfigError, FieldC2Error, LinkError
 from fieldc2.link.profiles import PROFILES, LinkProfile, profile
 from fieldc2.model.radio import RELAY_SLOT, Roster
 from fieldc2.node import NODE_KEY_FILE, Node, NodeCore, NodeSettings, node_signer, stdin_lines
 from fieldc2.protocol.compact import ChannelContext
+from fieldc2.radio_channels import fetch_channel_keys
 from fieldc2.relay import Relay, RelaySettings
 from fieldc2.transport.gnss import open_gnss
 from fieldc2.transport.radio import open_adapter
@@ -101,6 +102,31 @@ def load_toml(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def fetch_keys(name: str, url: str, tls: tuple[Path, Path, Path] | None,
+               cache: Path) -> list[ChannelKey]:
+    """Fetch the channel keys from the command post over mutual TLS and cache them.
+
+    Devices are provisioned where they reach the command post (its Wi-Fi, a
+    cable); in the field they start from the cached ``.chan`` file (0600), so
+    a lost network never stops a relay or node that was provisioned before.
+    """
+    if tls is None:
+        raise ConfigError("--key-url needs the device's enrolled credentials: "
+                          "--tls-cert, --tls-key and --tls-ca")
+    keys = fetch_channel_keys(url, cert=tls[0], key=tls[1], ca=tls[2])
+    if not keys or any(k.name != name for k in keys):
+        raise ConfigError(f"{url} did not return keys of channel {name!r}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(k.export() + "\n" for k in keys))
+    os.replace(tmp, cache)
+    log.info("channel %s: fetched epochs %s from %s; cached in %s", name,
+             ", ".join(str(k.epoch) for k in keys), url, cache)
+    return keys
+
+
 def load_keys(name: str, *, key_file: Path | None,
               passphrase_file: Path | None) -> list[ChannelKey]:
     """The channel keys from a ``.chan``/JSON key file, a passphrase file or the environment."""
@@ -132,17 +158,40 @@ def _path(value: Any, base: Path) -> Path | None:
     return None if value in (None, "") else (base / str(value)).expanduser()
 
 
-def channel_settings(args: argparse.Namespace, data: dict[str, Any], base: Path
-                     ) -> ChannelSettings:
+def _tls_files(args: argparse.Namespace, data: dict[str, Any], base: Path
+               ) -> tuple[Path, Path, Path] | None:
+    """The device's enrolled client credentials, from flags or ``[relay]``/``[node]``."""
+    table = data.get(args.command, {})
+    files = [_path(_pick(args, flag, table, flag), base)
+             for flag in ("tls_cert", "tls_key", "tls_ca")]
+    if any(files) and not all(files):
+        raise ConfigError("TLS needs all three of tls_cert, tls_key and tls_ca")
+    return (files[0], files[1], files[2]) if files[0] and files[1] and files[2] else None
+
+
+def channel_settings(args: argparse.Namespace, data: dict[str, Any], base: Path,
+                     state_dir: Path | None = None) -> ChannelSettings:
     channel, radio = data.get("channel", {}), data.get("radio", {})
     name = _pick(args, "channel", channel, "name")
     adapter = _pick(args, "adapter", radio, "adapter")
     if not name or not adapter:
         raise ConfigError("a channel name and a radio adapter are required "
                           "(--channel/--adapter or [channel] name / [radio] adapter)")
-    keys = load_keys(name, key_file=_path(_pick(args, "key_file", channel, "key_file"), base),
-                     passphrase_file=_path(_pick(args, "passphrase_file", channel,
-                                                 "passphrase_file"), base))
+    key_url = _pick(args, "key_url", channel, "key_url")
+    key_file = _path(_pick(args, "key_file", channel, "key_file"), base)
+    cache = (state_dir or base) / f"{name}.chan"
+    if key_url:
+        try:
+            keys = fetch_keys(name, str(key_url), _tls_files(args, data, base), cache)
+        except LinkError as exc:
+            if not cache.exists():
+                raise
+            log.warning("%s; using the keys cached in %s", exc, cache)
+            keys = load_keys(name, key_file=cache, passphrase_file=None)
+    else:
+        keys = load_keys(name, key_file=key_file,
+                         passphrase_file=_path(_pick(args, "passphrase_file", channel,
+                                                     "passphrase_file"), base))
     roster_file = _path(_pick(args, "roster", channel, "roster"), base)
     roster = (Roster.from_toml(_read(roster_file, "roster").decode("utf-8")) if roster_file
               else Roster.from_mapping(channel.get("roster", {})))
@@ -175,6 +224,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                          help="channel key: a .chan file from `fieldc2 radio` or a JSON key")
         one.add_argument("--passphrase-file", type=Path, metavar="FILE",
                          help=f"channel passphrase in a file (or set {PASSPHRASE_ENV})")
+        one.add_argument("--key-url", metavar="URL",
+                         help="fetch the channel keys from the command post over mutual TLS "
+                              "(https://HOST:8443/api/radio/channels/NAME, with --tls-*) and "
+                              "cache them in the state directory for use off the network")
+        one.add_argument("--tls-cert", type=Path, metavar="PEM",
+                         help="this device's client certificate (from `fieldc2 cert issue`)")
+        one.add_argument("--tls-key", type=Path, metavar="PEM", help="its private key")
+        one.add_argument("--tls-ca", type=Path, metavar="PEM", help="the post's CA certificate")
         one.add_argument("--profile", choices=sorted(PROFILES), metavar="NAME",
                          help="link profile (default lora-long-fast): "
                               + ", ".join(sorted(PROFILES)))
@@ -189,9 +246,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                          choices=["debug", "info", "warning", "error"], help="default: info")
     relay.add_argument("--server", metavar="HOST:PORT",
                        help="command post CoT port (default 127.0.0.1:8087)")
-    relay.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate")
-    relay.add_argument("--tls-key", type=Path, metavar="PEM", help="client key")
-    relay.add_argument("--tls-ca", type=Path, metavar="PEM", help="the post's CA certificate")
     node.add_argument("--slot", type=int, help="this device's slot in the roster")
     node.add_argument("--gnss", metavar="URL",
                       help="serial:///dev/ttyACM0?baud=9600 | file:///track.nmea?pace=1 | "
@@ -202,10 +256,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``fieldc2 relay`` or ``fieldc2 node`` until Ctrl+C."""
     data = load_toml(args.config)
     base = args.config.parent if args.config else Path.cwd()
-    channel = channel_settings(args, data, base)
+    table = data.get(args.command, {})
+    state_dir = _path(_pick(args, "state_dir", table, "state_dir", f"{args.command}-state"),
+                      base)
+    channel = channel_settings(args, data, base, state_dir)
     if args.command == "relay":
-        table = data.get("relay", {})
-        state_dir = _path(_pick(args, "state_dir", table, "state_dir", "relay-state"), base)
         main = run_relay(channel, relay_settings(args, table, base), state_dir)
     else:
         main = run_node(args, channel, data.get("node", {}), base)
@@ -231,14 +286,10 @@ def relay_settings(args: argparse.Namespace, table: dict[str, Any], base: Path) 
     host, sep, port = server.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(f"server {server!r} is not HOST:PORT")
-    files = [_path(_pick(args, flag, table, flag), base)
-             for flag in ("tls_cert", "tls_key", "tls_ca")]
-    if any(files) and not all(files):
-        raise ConfigError("TLS needs all three of tls_cert, tls_key and tls_ca")
-    tls = (files[0], files[1], files[2]) if all(files) else None
+    tls = _tls_files(args, {args.command: table}, base)
     try:
         return RelaySettings(
-            host=host.strip("[]") or "127.0.0.1", port=int(port), tls=tls,  # type: ignore[arg-type]
+            host=host.strip("[]") or "127.0.0.1", port=int(port), tls=tls,
             **{k: type(getattr(RelaySettings, k))(table[k]) for k in _RELAY_KEYS if k in table})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[relay]: {exc}") from exc
