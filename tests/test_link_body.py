@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fieldc2.errors import RadioFrameError
 from fieldc2.link.body import (
+    ACK_TIME_MODULUS,
     SEQ_MODULUS,
     AckRecord,
     DataRecord,
@@ -42,7 +43,8 @@ ack_records = st.builds(AckRecord, slots, seqs, st.integers(0, (1 << 56) - 1))
 digest_records = st.builds(
     DigestRecord,
     st.lists(st.tuples(slots, seqs), max_size=20).map(tuple),
-    st.lists(st.tuples(slots, st.integers(0, 15)), max_size=30).map(tuple))
+    st.lists(st.tuples(slots, st.integers(0, 15), st.integers(0, ACK_TIME_MODULUS - 1)),
+             max_size=30).map(tuple))
 skip_records = st.builds(SkipRecord, slots, seqs)
 records = data_records | fragment_records | ack_records | digest_records | skip_records
 
@@ -77,8 +79,8 @@ def test_bytes_per_record_kind() -> None:
     assert record_size(FragmentRecord(0, pos, 0, 3, 7, False), last=True) == 10
     assert record_size(AckRecord(3, 10, 0b101), last=True) == 4
     assert record_size(SkipRecord(3, 10), last=True) == 3
-    digest = DigestRecord(((1, 10), (2, 300)), ((5, 3), (6, 4), (7, 1)))
-    assert record_size(digest, last=True) == 1 + 1 + 2 + 3 + 1 + 3 + 2
+    digest = DigestRecord(((1, 10), (2, 300)), ((5, 3, 0), (6, 4, 4095), (7, 1, 77)))
+    assert record_size(digest, last=True) == 1 + 1 + 2 + 3 + 1 + 3 * 3  # 3 B per track
 
 
 def test_a_later_body_version_is_refused_not_misread() -> None:
@@ -103,7 +105,7 @@ def test_fuzz_decode_only_radio_frame_error_escapes(body: bytes) -> None:
 def _busy_endpoint() -> LinkEndpoint:
     ep = LinkEndpoint(LinkConfig(slot=0, forward=True), rng=random.Random(1))
     ep.submit(Message(Precedence.FLASH, b"x" * 100, reliable=True), 0.0)
-    ep.set_track_fixes({1: 3, 2: 4})
+    ep.set_track_fixes({1: (3, 30), 2: (4, 4000)})
     return ep
 
 

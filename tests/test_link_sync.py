@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from fieldc2.errors import LinkError
 from fieldc2.link.body import DigestRecord, decode_body, encode_body
+from fieldc2.link.custody import REOFFER_SPREAD
 from fieldc2.link.endpoint import LinkEndpoint
 from fieldc2.link.profiles import LORA_LONG_FAST, DutyCycle
 from fieldc2.link.types import (
@@ -14,6 +18,7 @@ from fieldc2.link.types import (
     LinkConfig,
     Message,
     PeerDigest,
+    PeerHeard,
     Skipped,
 )
 from fieldc2.model.precedence import Precedence
@@ -73,13 +78,16 @@ def test_digests_are_suppressed_when_nothing_changes() -> None:
     assert pipe.nodes[1].stats.digests_sent + pipe.nodes[0].stats.digests_sent > quiet
 
 
-def test_track_fix_numbers_travel_in_digests() -> None:
+def test_track_fixes_travel_in_digests_with_their_time_check() -> None:
     a, b = endpoint(1), endpoint(0)
-    a.set_track_fixes({1: 5, 7: 15, 9: 0})
+    a.set_track_fixes({1: (5, 0), 7: (15, 4095), 9: (0, 1234)})
     body = a.next_body(0.0)
     assert body is not None
-    assert decode_body(body) == [DigestRecord((), ((1, 5), (7, 15), (9, 0)))]
-    assert b.receive_body(1, body, 0.0) == [PeerDigest(1, {1: 5, 7: 15, 9: 0})]
+    assert decode_body(body) == [DigestRecord((), ((1, 5, 0), (7, 15, 4095), (9, 0, 1234)))]
+    assert b.receive_body(1, body, 0.0) == [
+        PeerDigest(1, {1: (5, 0), 7: (15, 4095), 9: (0, 1234)})]
+    with pytest.raises(LinkError):
+        a.set_track_fixes({1: (5, 4096)})
 
 
 def test_abandoned_message_is_skipped_so_later_ones_are_not_blocked() -> None:
@@ -134,7 +142,10 @@ def test_snapshot_and_restore_mid_transfer_loses_nothing() -> None:
     sent = [bytes([i]) * (5 + 7 * i) for i in range(12)]  # some need fragments
     for payload in sent:
         pipe.nodes[1].submit(Message(ORDER, payload, reliable=True), 0.0)
-    pipe.run(40.0)
+    t = 0.0
+    while not pipe.delivered(0) and t < 600.0:  # snapshot as soon as some have arrived
+        t += 5.0
+        pipe.run(t)
     assert 0 < len(pipe.delivered(0)) < len(sent)
     for slot, cfg in ((0, {}), (1, {"body_budget": 30})):
         fresh = endpoint(slot, 7 + slot, **cfg)
@@ -169,3 +180,56 @@ def test_relay_restart_keeps_custody_it_acknowledged() -> None:
     pipe.run(300.0)
     assert [d.payload for d in pipe.delivered(2)] == [b"to team 2"]
     assert len(relay.outbox) == 0
+
+
+def test_a_peer_heard_again_gets_its_backlog_without_waiting_out_the_backoff() -> None:
+    node, relay = endpoint(1), endpoint(0)
+    relay.submit(Message(Precedence.ROUTINE, b"pos", coalesce_key=0), 0.0)
+    node.receive_body(0, relay.next_body(0.0) or b"", 0.0)  # first contact, then a partition
+    node.submit(Message(ORDER, b"casualty", reliable=True, dest=0), 0.0)
+    node.submit(Message(Precedence.ROUTINE, b"chat", reliable=True, dest=0), 0.0)
+    t = 0.0
+    for _ in range(20):  # retransmissions into the void: the backoff grows
+        if min(u.next_try for u in node.outbox.units()) - t >= 150.0:
+            break
+        t = min(u.next_try for u in node.outbox.units())
+        assert node.next_body(t) is not None
+    assert min(u.next_try for u in node.outbox.units()) - t >= 150.0
+    relay.submit(Message(Precedence.ROUTINE, b"pos", coalesce_key=0), t + 1.0)
+    beacon = relay.next_body(t + 1.0)  # the relay is heard again
+    assert beacon is not None
+    events = node.receive_body(0, beacon, t + 1.0)
+    assert [e for e in events if isinstance(e, PeerHeard)] == [PeerHeard(0, t + 1.0)]
+    urgent, routine = (next(u for u in node.outbox.units() if u.precedence == p)
+                       for p in (ORDER, Precedence.ROUTINE))
+    assert urgent.next_try <= t + 1.0 + REOFFER_SPREAD * node.config.ack_delay
+    assert routine.next_try <= t + 1.0 + node.config.rto  # spread over one rto
+
+
+def test_only_custody_releases_a_field_nodes_broadcast() -> None:
+    origin, other, relay = endpoint(1), endpoint(2), endpoint(0)
+    origin.submit(Message(ORDER, b"contact report", reliable=True), 0.0)
+    body = origin.next_body(0.0) or b""
+    other.receive_body(1, body, 0.1)
+    assert other.next_body(10.0) is None  # a field node does not ack another's broadcast
+    relay.receive_body(1, body, 0.1)
+    origin.receive_body(0, relay.next_body(10.0) or b"", 10.0)
+    assert len(origin.outbox) == 0  # the relay's ack took custody
+
+
+def test_a_field_node_is_pulled_by_the_hub_only_and_at_most_once_a_period() -> None:
+    behind, peer, relay = endpoint(3), endpoint(2), endpoint(0)
+    peer.submit(Message(ORDER, b"a", reliable=True), 0.0)
+    relay.receive_body(2, peer.next_body(0.0) or b"", 0.0)
+    period = behind.config.digest_period
+    peer_digest = encode_body([DigestRecord(((2, 1),))])
+    behind.receive_body(2, peer_digest, 1.0)
+    assert behind.sync.nudge_at is None  # another field node's digest does not pull
+    hub_digest = encode_body([DigestRecord(((2, 1),))])
+    behind.receive_body(0, hub_digest, 2.0)
+    assert behind.sync.nudge_at is not None
+    behind.sync.sent(3.0)
+    behind.receive_body(0, hub_digest, 4.0)
+    assert behind.sync.nudge_at is None  # rate limited per hub
+    behind.receive_body(0, hub_digest, 2.0 + period)
+    assert behind.sync.nudge_at is not None

@@ -461,3 +461,17 @@ def test_restore_refuses_corrupt_snapshots() -> None:
                  b" " * (70 * 1024)):
         with pytest.raises(ConfigError):
             rx.restore(data)
+
+
+def test_own_frame_reflected_back_is_rejected_and_counted() -> None:
+    tx = sealer()  # sends as slot 7
+    me = FrameOpener([KEY0], own=7)
+    frame = tx.seal(b"my own position")
+    with pytest.raises(FrameRejected) as info:
+        me.open(frame, T0)
+    assert info.value.reason == "reflected"
+    assert me.stats.rejected["reflected"] == 1 and me.stats.decrypt_failures == 0
+    other = FrameOpener([KEY0], own=6)
+    assert other.open(frame, T0).body == b"my own position"
+    with pytest.raises(ConfigError):
+        FrameOpener([KEY0], own=255)

@@ -56,7 +56,10 @@ member can send as any sender id, so orders and FLASH messages carry Ed25519
 signatures (:mod:`fieldc2.crypto.signing`).  Two devices with one sender id on
 one key would reuse nonces, which leaks plaintext XORs; sender ids are assigned.
 A receiver with no state (neither snapshot nor ``expect()``) accepts a replay of
-an old frame once; persist :meth:`FrameOpener.snapshot` after accepting.
+an old frame once; persist :meth:`FrameOpener.snapshot` after accepting.  A
+receiver keeps no window for its own sender id, so it would accept its own
+frame played back by an attacker (or a digipeater): give it ``own=`` its id
+and such frames are rejected as ``"reflected"`` before any decryption.
 
 **Rotation without a flag day.**  Install the next epoch's key on receivers
 ahead of time; tell senders to ``rotate()``.  The first authenticated frame
@@ -193,7 +196,7 @@ class Opened(msgspec.Struct, frozen=True):
 class OpenerStats:
     accepted: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
-    """Rejections by reason: tag, replay, window, epoch, malformed."""
+    """Rejections by reason: tag, replay, window, epoch, reflected, malformed."""
     decrypt_failures: int = 0
     """Trial decryptions that failed: the count of forgery attempts (at most 2 per frame)."""
 
@@ -270,7 +273,13 @@ class FrameOpener:
     """
 
     def __init__(self, keys: Iterable[ChannelKey], *, grace: float = EPOCH_GRACE,
-                 unknown_floor: int = 0) -> None:
+                 unknown_floor: int = 0, own: int | None = None) -> None:
+        if own is not None and not 0 <= own <= MAX_SENDER:
+            raise ConfigError(f"own sender id {own} out of range")
+        self.own = own
+        """This receiver's own sender id: a frame claiming it is our own frame
+        played back (or a forgery of one) and is rejected as ``reflected``
+        before any decryption; the opener keeps no window for it."""
         self.grace = grace
         """Seconds an older epoch stays valid after a newer one became current."""
         self.unknown_floor = unknown_floor
@@ -345,6 +354,8 @@ class FrameOpener:
 
     def _open(self, frame: bytes, now: float) -> Opened:
         epoch_bits, sender, low = parse_header(frame)
+        if sender == self.own:
+            raise FrameRejected("reflected", f"frame claims our own sender id {sender}")
         key, aead = self._key_for(epoch_bits, now)
         window = self._windows.get(sender) or self._unknown_window()
         reason: str | None = None

@@ -20,10 +20,12 @@ from fieldc2.link.types import (
     LinkStats,
     Message,
     PeerDigest,
+    PeerHeard,
     Skipped,
 )
 
 __all__ = [
     "DEFAULT_TTL", "LATEST_ONLY_TTL", "Acked", "Delivered", "Expired", "LinkConfig",
-    "LinkEndpoint", "LinkEvent", "LinkStats", "Message", "PeerDigest", "Skipped",
+    "LinkEndpoint", "LinkEvent", "LinkStats", "Message", "PeerDigest", "PeerHeard",
+    "Skipped",
 ]

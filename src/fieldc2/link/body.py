@@ -17,9 +17,12 @@ a per-origin sequence number follows (u15 on the wire, 1 B below 128, else 2 B).
 ``D``: a destination slot byte follows (else 255, everybody).
 
 Control kinds: ACK (``fff`` = bitmap bytes 0..7; origin, cumulative seq,
-bitmap where bit i says seq cum+2+i is held), DIGEST (version vector and
-per-track fix numbers), SKIP (a custodian gave up on one sequence number so
-receivers stop waiting for it) and VERSION (kind 7, ``fff`` = body format
+bitmap where bit i says seq cum+2+i is held), DIGEST (version vector, then
+per track 3 B: slot, and ``fix_no:4 time:12``, the fix number *and* the fix's
+time (Unix seconds) modulo 4096, which name the acknowledged fix without
+ambiguity although fix numbers wrap at 16; see :data:`ACK_TIME_MODULUS`),
+SKIP (a custodian gave up on one sequence number so receivers stop waiting
+for it) and VERSION (kind 7, ``fff`` = body format
 version).  Version 1 bodies never start with a VERSION byte; a later format
 will, and a version-1 decoder refuses it rather than misreading it (style
 rule 15: the compact encoding carries a version at no cost to version 1).
@@ -47,6 +50,13 @@ MAX_FRAGMENTS = 255
 #: above the cumulative one, more than a LoRa link has in flight.
 MAX_BITMAP_BYTES = 7
 BROADCAST = 255
+#: A digest's track entry names the acknowledged fix by its 4-bit number and
+#: its channel time modulo this (12 bits, 68 min).  A fix number is reused
+#: every 16 fixes; two fixes with the same number and the same time residue
+#: lie at least 4096 s apart, more than any fix a relay acknowledges
+#: (``link.radio.MAX_ACK_AGE``) or a sender deltas against, so a stale digest
+#: can never make a sender code against a different fix than the receiver holds.
+ACK_TIME_MODULUS = 1 << 12
 
 _L = 0x80
 _CTRL = 0x40
@@ -96,8 +106,9 @@ class DigestRecord(msgspec.Struct, frozen=True, tag=True):
     """Anti-entropy summary: per-origin cumulative seq and per-track fix numbers."""
 
     origins: tuple[tuple[int, int], ...] = ()
-    tracks: tuple[tuple[int, int], ...] = ()
-    """(track slot, 4-bit fix number) pairs supplied by the application."""
+    tracks: tuple[tuple[int, int, int], ...] = ()
+    """(track slot, 4-bit fix number, fix time mod :data:`ACK_TIME_MODULUS`)
+    triples supplied by the application: which fix the sender holds per track."""
 
 
 class SkipRecord(msgspec.Struct, frozen=True, tag=True):
@@ -197,9 +208,9 @@ def _encode_content(rec: Record) -> tuple[int, bytes]:
                 out.append(_slot(origin, "origin"))
                 put_u15(out, cum % SEQ_MODULUS)
             out.append(len(tracks))
-            out += bytes(_slot(t, "track") for t, _ in tracks)
-            fixes = [f & 0xF for _, f in tracks] + [0]
-            out += bytes(fixes[i] << 4 | fixes[i + 1] for i in range(0, len(tracks), 2))
+            for track, fix_no, time in tracks:
+                out.append(_slot(track, "track"))
+                out += ((fix_no & 0xF) << 12 | time % ACK_TIME_MODULUS).to_bytes(2, "big")
             return _CTRL | _DIGEST << 3, bytes(out)
         case SkipRecord(origin=origin, seq=seq):
             out.append(_slot(origin, "origin"))
@@ -268,10 +279,11 @@ def _decode_record(kind: int, r: _Reader) -> Record:
         rec: Record = AckRecord(origin, cum, bitmap)
     elif ctrl == _DIGEST:
         origins = tuple((r.byte(), r.u15()) for _ in range(r.byte()))
-        slots = r.take(r.byte())
-        packed = r.take((len(slots) + 1) // 2)
-        fixes = [n for b in packed for n in (b >> 4, b & 0xF)]
-        rec = DigestRecord(origins, tuple(zip(slots, fixes, strict=False)))
+        tracks = []
+        for _ in range(r.byte()):
+            track, word = r.byte(), int.from_bytes(r.take(2), "big")
+            tracks.append((track, word >> 12, word % ACK_TIME_MODULUS))
+        rec = DigestRecord(origins, tuple(tracks))
     elif ctrl == _SKIP:
         rec = SkipRecord(r.byte(), r.u15())
     else:

@@ -95,8 +95,8 @@ class Custody:
         for seq in gone:
             if len(self._skips) < MAX_PENDING_SKIPS:
                 self._skips[(origin, seq)] = None
-        if not offer:
-            return
+        if not offer or not (self.sync.hub or origin in self._next_seq):
+            return  # a field node re-offers its own traffic only (sync docstring)
         spread = self._rng.uniform(0, REOFFER_SPREAD * self.config.ack_delay)
         for unit in self.sync.missing(peer, origin, peer_cum, now):
             if (unit.origin, unit.seq) in queued:

@@ -28,6 +28,7 @@ import msgspec
 
 from fieldc2.errors import LinkError
 from fieldc2.link.body import (
+    ACK_TIME_MODULUS,
     BROADCAST,
     FRAG_ID_MODULUS,
     MAX_FRAGMENTS,
@@ -53,7 +54,7 @@ from fieldc2.link.types import (
 from fieldc2.model.precedence import Precedence
 
 #: Version of :meth:`LinkEndpoint.snapshot`'s format.
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 class _Snapshot(msgspec.Struct):
@@ -65,7 +66,7 @@ class _Snapshot(msgspec.Struct):
     history: list[Unit]
     abandoned: list[tuple[int, int]]
     ack_due: dict[int, float]
-    tracks: dict[int, int]
+    tracks: dict[int, tuple[int, int]]
     stats: LinkStats
 
 
@@ -142,10 +143,12 @@ class LinkEndpoint(Receiver):
             pos += size
         return units
 
-    def set_track_fixes(self, fixes: Mapping[int, int]) -> None:
-        """The application's latest 4-bit fix number per track, for digests."""
-        if any(not 0 <= t < BROADCAST or not 0 <= f <= 15 for t, f in fixes.items()):
-            raise LinkError("track fixes need slots 0..254 and fix numbers 0..15")
+    def set_track_fixes(self, fixes: Mapping[int, tuple[int, int]]) -> None:
+        """The fix this node holds per track, for digests: (4-bit fix number,
+        fix time mod ``body.ACK_TIME_MODULUS``), which together name it."""
+        if any(not 0 <= t < BROADCAST or not 0 <= f <= 15 or not 0 <= time < ACK_TIME_MODULUS
+               for t, (f, time) in fixes.items()):
+            raise LinkError("track fixes need slots 0..254, fix numbers 0..15, 12-bit times")
         self.sync.set_tracks(dict(fixes))
 
     # -- sending --------------------------------------------------------------------
@@ -282,8 +285,17 @@ class LinkEndpoint(Receiver):
         return bool(self._next_seq or self.inbox.streams)
 
     def _digest_origins(self) -> list[tuple[int, int]]:
+        """Origins a digest lists.  A hub lists all.  A field node lists its
+        own, the custodians' (which it acks) and those a hub showed it behind
+        on (which it wants re-offered): the rest only a hub could act on, and
+        the hub's digest already says it holds them (a 20-node channel's node
+        digests shrink from about 60 B to a few)."""
         own = [(o, n - 1) for o, n in sorted(self._next_seq.items())]
-        return own + [(o, s.cum) for o, s in sorted(self.inbox.streams.items())]
+        streams = sorted(self.inbox.streams.items())
+        if not self.sync.hub:
+            wanted = self.config.custodians | self.sync.targets.keys()
+            streams = [(o, s) for o, s in streams if o in wanted]
+        return own + [(o, s.cum) for o, s in streams]
 
     def _ref(self, origin: int) -> int | None:
         """This node's reference point in ``origin``'s sequence space, for unwrapping."""

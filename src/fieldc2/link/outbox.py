@@ -136,7 +136,9 @@ class Outbox:
         """Apply an ack from ``acker`` covering ``covered`` seqs of ``origin``.
 
         A unit is released when its destination acked, when a custodian acked
-        (custody transfer), or for a broadcast when every expected peer has."""
+        (custody transfer), or for a broadcast when every expected peer has;
+        where custodians exist and no peers are listed, only custody releases
+        a broadcast (another field node's ack does not make it reach the relay)."""
         done: list[Unit] = []
         for unit in list(self.units()):
             if not unit.reliable or unit.reoffer or unit.origin != origin:
@@ -145,8 +147,9 @@ class Outbox:
                 continue
             if acker not in unit.acked_by:
                 unit.acked_by.append(acker)
-            if (acker == unit.dest or acker in custodians
-                    or (unit.dest == BROADCAST and peers <= {*unit.acked_by, unit.origin})):
+            everyone = (peers or not custodians) and peers <= {*unit.acked_by, unit.origin}
+            if acker == unit.dest or acker in custodians or (unit.dest == BROADCAST
+                                                             and everyone):
                 self.remove(unit)
                 done.append(unit)
         return done

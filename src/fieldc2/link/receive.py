@@ -18,10 +18,10 @@ from fieldc2.link.body import (
     SkipRecord,
     decode_body,
 )
-from fieldc2.link.custody import Custody
+from fieldc2.link.custody import REOFFER_SPREAD, Custody
 from fieldc2.link.inbox import JOIN_LOOKBACK, Held, unwrap
 from fieldc2.link.outbox import Unit
-from fieldc2.link.types import Delivered, LinkEvent, PeerDigest, Skipped
+from fieldc2.link.types import Delivered, LinkEvent, PeerDigest, PeerHeard, Skipped
 from fieldc2.model.precedence import Precedence
 
 
@@ -41,11 +41,30 @@ class Receiver(Custody):
         records = decode_body(body)
         for record in records:
             _check(record)
-        self.sync.heard(sender, now)
+        silent = self.sync.heard(sender, now)
+        if silent is not None and silent > self.config.rto:  # back, not first contact
+            self._events.append(PeerHeard(sender, silent))
+            self._hurry(sender, now)
         events = self._drain()
         for record in records:
             events += self._on_record(sender, record, now)
         return events
+
+    def _hurry(self, peer: int, now: float) -> None:
+        """``peer`` is back after a silence longer than the first retransmission
+        timeout (a healed partition): what it would take over goes again soon
+        instead of waiting out a backoff grown during the silence (up to
+        ``max_rto``).  FLASH and IMMEDIATE go within a few ack delays; the
+        lower classes are spread over one retransmission timeout, so that a
+        relay heard again by twenty nodes is not answered by all their
+        backlogs at once, ahead of the positions that rebuild its picture."""
+        urgent = REOFFER_SPREAD * self.config.ack_delay
+        for unit in self.outbox.units():
+            takes_it = unit.dest in (peer, BROADCAST) or peer in self.config.custodians
+            if unit.reliable and not unit.reoffer and takes_it and unit.sent:
+                spread = urgent if unit.precedence >= Precedence.IMMEDIATE else self.config.rto
+                unit.sent = min(unit.sent, 1)
+                unit.next_try = min(unit.next_try, now + self._rng.uniform(0, spread))
 
     def _on_record(self, sender: int, record: Record, now: float) -> list[LinkEvent]:
         match record:
@@ -103,7 +122,7 @@ class Receiver(Custody):
         seq, new = self.inbox.accept(origin, record.seq, held)
         if origin not in self.inbox.streams:
             return []
-        if record.dest in (BROADCAST, self.slot) or self.config.forward:
+        if self._acks(sender, record.dest):
             self._ack_due.setdefault(origin, now + self.config.ack_delay)
         if not new:
             return []
@@ -113,6 +132,21 @@ class Receiver(Custody):
         self.sync.remember(unit)
         self._take_custody(unit)
         return self._advance(origin)
+
+    def _acks(self, sender: int, dest: int) -> bool:
+        """Whether a reliable unit from ``sender`` to ``dest`` is acknowledged here.
+
+        What is addressed to us, and what we forward, always.  A broadcast only
+        where an ack means something: at a hub (custody), when a custodian sent
+        it (it waits for acks), or when this node is one of the ``peers`` every
+        broadcast must reach.  A field node's ack of another field node's
+        broadcast would release nothing (only custody does, outbox.release)."""
+        if dest == self.slot or self.config.forward:
+            return True
+        if dest != BROADCAST:
+            return False
+        return (self.sync.hub or sender in self.config.custodians
+                or self.slot in self.config.peers)
 
     def _advance(self, origin: int) -> list[LinkEvent]:
         ready, skipped = self.inbox.advance(origin)
@@ -141,14 +175,17 @@ class Receiver(Custody):
                 continue
             peer_cum = unwrap(wire, ref)
             if peer_cum > ref and origin not in self._next_seq:
-                self.sync.peer_ahead(origin, peer_cum, now)  # tell it soon what we lack
+                self.sync.peer_ahead(sender, origin, peer_cum, now)  # tell it what we lack
             events += self._apply_ack(sender, origin, peer_cum, set(), now, offer=True)
-        for origin in self._next_seq.keys() - listed - {sender}:
+        # a field node's digest lists only some origins (endpoint._digest_origins);
+        # a hub's lists all, and a field node lists the hubs' own
+        complete = self.sync.hub or sender in self.config.custodians
+        for origin in self._next_seq.keys() - listed - {sender} if complete else ():
             # the peer never heard of us: it would join our stream this far back
             joined = max(0, self._next_seq[origin] - 1 - JOIN_LOOKBACK)
             self._peer_view(sender, origin, joined, set(), now, offer=True)
         if record.tracks:
-            events.append(PeerDigest(sender, dict(record.tracks)))
+            events.append(PeerDigest(sender, {t: (n, time) for t, n, time in record.tracks}))
         return events
 
 

@@ -10,6 +10,16 @@ up without a flood.  Digests go every ``digest_period`` while something
 changed, every ``digest_keepalive`` otherwise, and soon after hearing a peer
 that was silent (a healed partition) or a digest showing this node behind.
 
+The topology is relay-centred: field nodes hear the relay, and the relay
+(a custodian, ``LinkConfig.custodians``) holds everything.  So only a *hub*
+(a custodian, or anyone on a link without custodians) answers a digest with
+re-offers of other origins' traffic and digests soon after hearing a silent
+peer; a field node re-offers only its own traffic, and only a hub's digest
+makes it send its own digest early, at most once per digest period per hub
+(:data:`NUDGE_PER_PEER`).  Without these limits, at 30 % loss every node
+missed some broadcast, every digest showed somebody behind, and 20 nodes'
+digests took two thirds of a LoRa channel.
+
 A custodian that gave up on a unit (TTL, or superseded) remembers it as
 *abandoned*; when a peer's ack or digest shows it waiting for one, a SKIP
 record tells it to stop waiting.
@@ -40,6 +50,10 @@ MAX_ABANDONED = 256
 NUDGE_FRACTION = 0.1
 #: Origins for which a peer showed us behind, remembered until we catch up.
 MAX_TARGETS = 255
+#: A peer's digests make this node send its own early at most once per this
+#: many digest periods: one digest of ours answers them all (the re-offers it
+#: pulls come a few at a time per digest anyway).
+NUDGE_PER_PEER = 1.0
 
 
 class Sync:
@@ -49,13 +63,16 @@ class Sync:
         self.config = config
         self.history: dict[tuple[int, int], Unit] = {}
         self.abandoned: dict[tuple[int, int], None] = {}
-        self.tracks: dict[int, int] = {}
+        self.tracks: dict[int, tuple[int, int]] = {}
+        self.hub = not config.custodians or config.slot in config.custodians
+        """A custodian (or anyone without one): re-offers for everybody, see above."""
         self.changed = False
         self.last_digest: float | None = None
         self.nudge_at: float | None = None
         self._offered: dict[tuple[int, int, int], float] = {}
         self._last_heard: dict[int, float] = {}
         self._rotate = 0
+        self._nudged_by: dict[int, float] = {}
         self.targets: dict[int, tuple[int, float]] = {}
 
     def remember(self, unit: Unit) -> None:
@@ -74,31 +91,42 @@ class Sync:
         for key in [k for k, u in self.history.items() if u.expires <= now]:
             del self.history[key]
 
-    def heard(self, peer: int, now: float) -> None:
-        """A body from ``peer``: after a long silence (a healed partition, a node
-        back in range), exchange digests soon.  Half the keepalive: shorter gaps
-        are covered by the periodic digests, and a sparse sender must not make
-        every one of its bodies cost a digest."""
+    def heard(self, peer: int, now: float) -> float | None:
+        """A body from ``peer``; seconds since it was last heard (None: never).
+
+        After a long silence (a healed partition, a node back in range) a hub
+        digests soon.  Half the keepalive: shorter gaps are covered by the
+        periodic digests, and a sparse sender must not make every one of its
+        bodies cost a digest."""
         last = self._last_heard.get(peer)
-        if last is None or now - last > self.config.digest_keepalive / 2:
+        if self.hub and (last is None or now - last > self.config.digest_keepalive / 2):
             self.nudge(now)
         self._last_heard[peer] = now
+        return None if last is None else now - last
 
     def nudge(self, now: float) -> None:
         at = now + NUDGE_FRACTION * self.config.digest_period
         self.nudge_at = at if self.nudge_at is None else min(self.nudge_at, at)
 
-    def set_tracks(self, fixes: dict[int, int]) -> None:
+    def set_tracks(self, fixes: dict[int, tuple[int, int]]) -> None:
         if fixes != self.tracks:
             self.tracks = dict(fixes)
             self.changed = True
 
-    def peer_ahead(self, origin: int, peer_cum: int, now: float) -> None:
-        """A peer holds ``origin`` up to ``peer_cum``, beyond us: we are behind."""
+    def peer_ahead(self, peer: int, origin: int, peer_cum: int, now: float) -> None:
+        """``peer`` holds ``origin`` up to ``peer_cum``, beyond us: we are behind.
+
+        A field node is pulled only by a hub's digest (the hub answers with
+        re-offers), a hub by anyone's; once per :data:`NUDGE_PER_PEER` periods."""
+        if not (self.hub or peer in self.config.custodians):
+            return
         if len(self.targets) < MAX_TARGETS or origin in self.targets:
             old = self.targets.get(origin, (peer_cum, now))[0]
             self.targets[origin] = (max(old, peer_cum), now)
-        self.nudge(now)
+        last = self._nudged_by.get(peer)
+        if last is None or now - last >= NUDGE_PER_PEER * self.config.digest_period:
+            self._nudged_by[peer] = now
+            self.nudge(now)
 
     def behind(self, held: dict[int, int]) -> bool:
         """Whether a target is unreached (``held``: origin -> cum).  Targets are
@@ -137,7 +165,8 @@ class Sync:
                 break
             used += 1 + u15_size(cum)
             chosen.append((origin, cum))
-        tracks = sorted(self.tracks.items())[: max(0, (space - used) * 2 // 3)]
+        tracks = [(t, n, time) for t, (n, time) in sorted(self.tracks.items())]
+        tracks = tracks[: max(0, (space - used) // 3)]  # 3 B per track
         self._rotate += len(chosen)
         if not chosen and not tracks:
             return None

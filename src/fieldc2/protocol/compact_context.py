@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
+from fieldc2.errors import RadioFrameError
 from fieldc2.model.radio import Fix
 
 #: Grid steps per degree: 1e-5 degree, <= 1.11 m.
@@ -22,6 +25,21 @@ HISTORY_PER_TRACK = 8
 #: Oldest acknowledged base a delta may refer to (s): bounds the damage of an
 #: ack naming a reused fix number after a long partition.
 MAX_DELTA_AGE = 1800
+#: An acknowledgement names a fix by number and by its time modulo this
+#: (``link.body.ACK_TIME_MODULUS``, 12 bits): two fixes that share both lie at
+#: least 68 min apart, more than MAX_DELTA_AGE, so an ack never names a fix
+#: the receiver does not hold.
+ACK_TIME_MODULUS = 1 << 12
+#: Version of :meth:`PositionContext.snapshot`'s format.
+SNAPSHOT_VERSION = 1
+
+
+class _Snapshot(msgspec.Struct):
+    version: int
+    sent: dict[int, list[Fix]]
+    acked: dict[int, int]
+    received: dict[int, list[Fix]]
+    next_no: dict[int, int]
 
 
 def grid(value: float) -> int:
@@ -59,11 +77,14 @@ class PositionContext:
     several receivers, ``acknowledge`` must name a fix every receiver holds
     (the minimum over their digests), since one delta serves them all.
 
-    Known limit of 4-bit fix numbers: a receiver that misses 16 or more
-    consecutive fixes of a track still holds an old fix under a number the
-    sender has since reused; if its digest reaches the sender, the next delta
-    is applied to the wrong base.  Digests should therefore only report fixes
-    received recently (see the report to the lead for options).
+    Fix numbers wrap at 16: a receiver that missed 16 or more fixes of a
+    track still holds an old fix under a number the sender has since reused.
+    So an acknowledgement names the fix by number *and* by its time modulo
+    :data:`ACK_TIME_MODULUS` (the link's digest carries both), and
+    ``acknowledge`` ignores one that does not match the fix held under that
+    number: a stale digest can never make the sender delta against a fix the
+    receiver does not hold.  :meth:`snapshot` / :meth:`restore` carry the
+    history over a restart, so a relay keeps decoding the nodes' deltas.
     """
 
     def __init__(self) -> None:
@@ -78,13 +99,50 @@ class PositionContext:
         self._next_no[track] = (number + 1) % 16
         return number
 
-    def acknowledge(self, track: int, fix_no: int) -> None:
+    def acknowledge(self, track: int, fix_no: int, time: int | None = None) -> None:
         """The receivers hold this fix; later fixes of the track may delta against it.
 
-        Ignored unless the fix is still in the sent history."""
+        ``time``: the fix's channel time modulo :data:`ACK_TIME_MODULUS` as the
+        receiver reported it (always given by the link; None only where the
+        caller knows the fix is current).  Ignored unless the fix is still in
+        the sent history and, with ``time``, is the very fix the receiver holds."""
         ring = self._sent.get(track)
-        if ring is not None and fix_no in ring.fixes:
-            self._acked[track] = fix_no
+        fix = ring.fixes.get(fix_no) if ring is not None else None
+        if fix is None:
+            return
+        if time is not None and fix.time % ACK_TIME_MODULUS != time % ACK_TIME_MODULUS:
+            return  # a reused number: the receiver holds an older fix under it
+        self._acked[track] = fix_no
+
+    def received_latest(self) -> dict[int, Fix]:
+        """Per track, the fix most recently received (what a relay's digest acks)."""
+        return {track: ring.fixes[next(reversed(ring.fixes))]
+                for track, ring in self._received.items() if ring.fixes}
+
+    def forget_received(self, track: int, fix_no: int) -> None:
+        """Drop a received fix (one the application found impossible) so that
+        nothing is ever delta-decoded against it."""
+        ring = self._received.get(track)
+        if ring is not None:
+            ring.fixes.pop(fix_no, None)
+
+    def snapshot(self) -> bytes:
+        """The fix history, for :meth:`restore` after a restart (a few kilobytes)."""
+        return msgspec.msgpack.encode(_Snapshot(
+            SNAPSHOT_VERSION, {t: list(r.fixes.values()) for t, r in self._sent.items()},
+            self._acked, {t: list(r.fixes.values()) for t, r in self._received.items()},
+            self._next_no))
+
+    def restore(self, data: bytes) -> None:
+        """Replace the history with a :meth:`snapshot`; RadioFrameError if unreadable."""
+        try:
+            snap = msgspec.msgpack.decode(data, type=_Snapshot)
+        except msgspec.DecodeError as exc:
+            raise RadioFrameError(f"position context snapshot unreadable: {exc}") from exc
+        if snap.version != SNAPSHOT_VERSION:
+            raise RadioFrameError(f"position context snapshot version {snap.version}")
+        self._sent, self._received = _rings(snap.sent), _rings(snap.received)
+        self._acked, self._next_no = dict(snap.acked), dict(snap.next_no)
 
     def latest_received(self, track: int) -> int | None:
         """Newest fix number held for a track (what a digest reports)."""
@@ -121,6 +179,15 @@ class PositionContext:
     def received_base(self, track: int, fix_no: int) -> Fix | None:
         ring = self._received.get(track)
         return ring.fixes.get(fix_no) if ring else None
+
+
+def _rings(fixes: dict[int, list[Fix]]) -> dict[int, _Ring]:
+    rings: dict[int, _Ring] = {}
+    for track, held in fixes.items():
+        ring = rings.setdefault(track, _Ring())
+        for fix in held:
+            ring.put(fix)
+    return rings
 
 
 @dataclass(frozen=True)

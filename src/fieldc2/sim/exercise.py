@@ -12,7 +12,7 @@ The script, drawn from the seed before the run starts:
   from nodes to the relay, as Poisson streams per node;
 * IMMEDIATE orders from the relay, Ed25519-signed by the command post key
   and verified by the node, which answers with an OrderStatus (PRIORITY,
-  as the link's handling table sends statuses);
+  as the link's handling table sends statuses, to the relay);
 * a few server-side tracks the relay pushes down as ROUTINE positions, so
   orders always compete with position load at the relay;
 * loss, duplication, jitter and partitions from the simulator; optionally a
@@ -108,9 +108,10 @@ class Scenario:
     restart_at: float | None = None
     """Exercise time at which the relay restarts from its snapshot."""
     restart_keeps_codec: bool = True
-    """Carry the relay's codec context (fix history) over the restart.  Without
-    it the nodes' deltas name bases the new relay lacks until their acked fix
-    numbers are reused (up to 16 fixes): the picture stalls meanwhile."""
+    """Restore the relay's codec context (fix history) from its snapshot, as
+    ``RadioEndpoint.restore`` does.  False measures the alternative: the
+    nodes' deltas name bases the new relay lacks until its digest acks
+    fixes it holds again, and the picture stalls meanwhile."""
     quiet_tail: float = 600.0
     fresh_age: float = 60.0
     """A track is fresh while the relay's fix is at most this old (2 intervals)."""
@@ -217,7 +218,6 @@ class Exercise:
         self._poisson(s.order_rate, self._random_order)
         if s.server_tracks:
             self._every(0.0, s.report_interval, self.relay.push_server_tracks)
-        self._every(s.report_interval, s.report_interval, self.relay.advertise)
         for spec in s.partitions:
             self._partition(spec)
         if self.adversary is not None:
@@ -248,8 +248,7 @@ class Exercise:
         """Persist the relay's radio state, throw the stack away, rebuild it."""
         station = self.relay.station
         before = custody(station)
-        ctx = station.radio.context if self.scenario.restart_keeps_codec else None
-        station.restore(station.snapshot(), ctx)
+        station.restore(station.snapshot(), keep_codec=self.scenario.restart_keeps_codec)
         after = custody(station)
         self.ledger.restarts.append(self.clock.now())
         self.ledger.restart_lost += len(before[0] - after[0]) + sum(

@@ -6,11 +6,11 @@ and acknowledges it with an ``OrderStatus``.  The :class:`RelayApp` keeps
 the picture (latest fix per track), issues signed orders, and pushes a few
 server-side tracks down onto the radio, so orders compete with position load.
 
-Records go through :meth:`RadioEndpoint.submit_record`, which picks each
-kind's precedence (:data:`fieldc2.link.radio.HANDLING`); a message the
-script wants at another precedence (a FLASH text) is encoded here and handed
-to the link directly.  Every message carries a key the receiver reads back
-(:func:`record_key`): the ledger counts deliveries and duplicates by it.
+Records go through :meth:`RadioEndpoint.submit_record`, at the precedence
+the script draws (a FLASH text, an IMMEDIATE report); how each kind travels
+otherwise is :data:`fieldc2.link.radio.HANDLING`.  Every message carries a
+key the receiver reads back (:func:`record_key`): the ledger counts
+deliveries and duplicates by it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import msgspec
 
 from fieldc2.crypto.signing import KeyRing, Signer
 from fieldc2.errors import FrameRejected, LinkError
+from fieldc2.link.body import ACK_TIME_MODULUS
 from fieldc2.link.radio import handling_of
-from fieldc2.link.types import Expired, LinkEvent, Message
+from fieldc2.link.types import Expired, LinkEvent, PeerDigest, PeerHeard
 from fieldc2.model.precedence import Precedence
 from fieldc2.model.radio import (
-    BROADCAST,
     Fix,
     Order,
     OrderState,
@@ -47,23 +47,20 @@ COMMAND_POST = "CP"
 #: Slots of the server-side tracks the relay pushes down: field nodes get
 #: 1..127, server tracks 128..254.
 SERVER_TRACK_BASE = 128
-#: Fixes of one track a relay digest may lag behind.  Fix numbers wrap at 16
-#: and a sender's history holds 8 (compact_context.HISTORY_PER_TRACK): after
-#: a longer silence the number the relay holds may name a *different* fix on
-#: the sender, which would then delta-code against the wrong base.  So the
-#: relay advertises only tracks heard within this many report intervals.
-ADVERTISE_FIXES = 8
-#: A fix more than this far in the relay's future is refused: it can only
-#: come from a delta resolved against the wrong base.
+#: A fix more than this far in the relay's future is counted and refused: it
+#: could only come from a delta resolved against the wrong base (must stay 0;
+#: the radio endpoint refuses such fixes itself beyond MAX_FIX_AHEAD).
 MAX_FUTURE_S = 30.0
-#: When a node hears the relay again after SILENT_INTERVALS report intervals
-#: (a partition healed), it sends its position at once and again every
-#: PROMPT_GAP_S, PROMPT_REPEATS times in all: at 30 % loss one copy misses
-#: the relay 30 % of the time, four 0.8 %; with the two regular reports of
-#: the first minute, 0.07 % per node, 1.5 % for one of 20.
+#: When a node hears the relay again after a silence (the link's PeerHeard:
+#: a partition healed), it sends its position within PROMPT_GAP_S (spread by
+#: slot, so twenty nodes do not answer at once) and again every PROMPT_GAP_S,
+#: PROMPT_REPEATS times in all, until the relay's digest (PeerDigest) shows
+#: it holds one of them.  At 30 % loss one copy misses the relay 30 % of the
+#: time, four 0.8 %; with the two regular reports of the first minute, 0.07 %
+#: per node, 1.5 % for one of 20.  The digest stops most nodes after one or
+#: two copies, which keeps the first minute's channel for the backlog.
 PROMPT_GAP_S = 10.0
 PROMPT_REPEATS = 4
-SILENT_INTERVALS = 3
 
 MessageKey = tuple[str, int, int]
 
@@ -98,25 +95,22 @@ class App:
         return self.station.epoch
 
     def send(self, key: MessageKey, record: Record, precedence: Precedence, dest: int) -> None:
-        """Submit a reliable record at ``precedence``, and note it in the ledger."""
+        """Submit a reliable record at ``precedence``, and note it in the ledger.
+
+        ``dest`` is whose delivery counts; reports go to everybody on the air
+        (team awareness), so others' deliveries of them are not misdeliveries."""
         radio = self.station.radio
         payload = compact.encode(record, radio.context)  # pure for non-position records
-        native = handling_of(record).precedence == precedence
-        wire_dest = dest if not native or isinstance(record, Order | Text) else BROADCAST
         self.ledger.submit(MessageRecord(key, precedence, self.slot, dest,
                                          self.station.clock.now(),
-                                         broadcast=wire_dest == BROADCAST), payload)
+                                         broadcast=isinstance(record, Report)), payload)
         try:
-            if native:
-                radio.submit_record(record, self.station.unix)
-            else:
-                radio.link.submit(Message(precedence, payload, reliable=True, dest=dest),
-                                  self.station.unix)
+            radio.submit_record(record, self.station.unix, precedence=precedence)
         except LinkError:
             self.ledger.expired["refused"] += 1
         self.station.kick()
 
-    def send_fix(self, track: int, walker: Walker, now: float) -> None:
+    def send_fix(self, track: int, walker: Walker, now: float) -> Fix:
         """Submit the track's current position (latest-only, ROUTINE)."""
         leg = walker.leg_at(now)
         lat, lon = self.area.to_latlon(*walker.xy(now))
@@ -126,6 +120,7 @@ class App:
                   speed=leg.speed)
         self.station.radio.submit_record(PositionBatch((fix,)), self.station.unix)
         self.station.kick()
+        return fix
 
     def on_receive(self, records: list[Record], events: list[LinkEvent], now: float) -> None:
         for event in events:
@@ -150,12 +145,24 @@ class NodeApp(App):
         self.keyring = keyring
         self._prompts_left = 0
         self._prompt_timer: Timer | None = None
-        self._relay_heard = 0.0
-        self._silence = SILENT_INTERVALS * report_interval
-        station.heard = self._heard
+        self._since_return: set[int] = set()
+        """Time residues of the fixes sent since the relay came back."""
 
     def report_position(self) -> None:
-        self.send_fix(self.slot, self.walker, self.station.clock.now())
+        fix = self.send_fix(self.slot, self.walker, self.station.clock.now())
+        if self._prompts_left:
+            self._since_return.add(fix.time % ACK_TIME_MODULUS)
+
+    def on_receive(self, records: list[Record], events: list[LinkEvent], now: float) -> None:
+        for event in events:
+            match event:
+                case PeerHeard(peer=peer) if peer == RELAY:
+                    self._relay_back()
+                case PeerDigest(peer=peer, tracks=tracks) if peer == RELAY:
+                    held = tracks.get(self.slot)
+                    if held is not None and held[1] in self._since_return:
+                        self._stop_prompts()  # the relay holds a fix sent since it came back
+        super().on_receive(records, events, now)
 
     def text(self, n: int, precedence: Precedence) -> None:
         record = Text(sender=self.slot, to=RELAY, text=f"T{n} {precedence.name.lower()} "
@@ -190,22 +197,28 @@ class NodeApp(App):
             return False
         return True
 
-    def _heard(self, sender: int, now: float) -> None:
-        """A frame from the relay after a silence: it has lost sight of us; report now."""
-        if sender != RELAY:
+    def _relay_back(self) -> None:
+        """The relay was silent and is back: it has lost sight of us; report soon."""
+        if self._prompt_timer is not None:
             return
-        if now - self._relay_heard > self._silence and self._prompt_timer is None:
-            self._prompts_left = PROMPT_REPEATS
-            self._prompt()
-        self._relay_heard = now
+        self._prompts_left = PROMPT_REPEATS
+        self._since_return = set()
+        spread = (self.slot * 0.618) % 1.0 * PROMPT_GAP_S
+        self._prompt_timer = self.station.clock.call_later(spread, self._prompt)
+
+    def _stop_prompts(self) -> None:
+        self._prompts_left = 0
+        if self._prompt_timer is not None:
+            self._prompt_timer.cancel()
+            self._prompt_timer = None
 
     def _prompt(self) -> None:
         self._prompt_timer = None
         if self._prompts_left <= 0:
             return
-        self._prompts_left -= 1
         self.ledger.prompted += 1
         self.report_position()
+        self._prompts_left -= 1
         self._prompt_timer = self.station.clock.call_later(PROMPT_GAP_S, self._prompt)
 
 
@@ -217,14 +230,8 @@ class RelayApp(App):
         super().__init__(station, ledger, area)
         self.signer = signer
         self.server_tracks = server_tracks
-        self.advertise_age = ADVERTISE_FIXES * report_interval
         self.picture: dict[int, Fix] = {}
         """Latest fix per track: what the command post shows."""
-
-    def on_receive(self, records: list[Record], events: list[LinkEvent], now: float) -> None:
-        super().on_receive(records, events, now)
-        if any(isinstance(r, PositionBatch) for r in records):
-            self.advertise()
 
     def on_record(self, record: Record, now: float) -> None:
         if isinstance(record, PositionBatch):
@@ -232,14 +239,6 @@ class RelayApp(App):
                 self._take_fix(fix, now)
             return
         super().on_record(record, now)
-
-    def advertise(self) -> None:
-        """Digest only the fix numbers of fresh tracks (see ADVERTISE_FIXES).
-
-        Overrides what RadioEndpoint put there (every track ever heard)."""
-        oldest = self.station.unix - self.advertise_age
-        self.station.link.set_track_fixes({t: fix.fix_no for t, fix in self.picture.items()
-                                           if fix.time >= oldest})
 
     def _take_fix(self, fix: Fix, now: float) -> None:
         if fix.time > self.epoch + now + MAX_FUTURE_S:

@@ -76,7 +76,8 @@ class Ledger:
     expired: collections.Counter[str] = field(default_factory=collections.Counter)
     """Reliable messages a sender gave up on, by precedence name."""
     future_fixes: int = 0
-    """Fixes the relay refused because they lay in its future (a wrong delta base)."""
+    """Fixes the relay refused because they lay in its future (a wrong delta
+    base): by its picture, and by its RadioEndpoint since the last restart."""
     prompted: int = 0
     """Extra positions nodes sent because the relay's digest lacked their track."""
     restarts: list[float] = field(default_factory=list)
@@ -85,7 +86,8 @@ class Ledger:
     """Reliable units or accepted sequence numbers the relay no longer held after
     rebuilding itself from its snapshot (must be 0)."""
     undecodable: int = 0
-    """Delivered payloads the compact codec refused (e.g. a delta without its base)."""
+    """Delivered payloads the relay's compact codec refused (e.g. a delta
+    without its base; ``RadioEndpoint.record_errors`` since the last restart)."""
 
     def submit(self, record: MessageRecord, payload: bytes) -> None:
         if len(self.messages) >= MAX_MESSAGES:
@@ -179,6 +181,8 @@ class ExerciseResult:
     ledger: Ledger
     link_duplicates: int
     """Duplicate data records the link layers suppressed (for information)."""
+    digest_share: float = math.nan
+    """Digest bytes over all body bytes sent, every station: anti-entropy's cost."""
 
     @property
     def fresh_fraction(self) -> float:

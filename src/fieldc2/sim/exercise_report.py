@@ -86,7 +86,7 @@ def summarise(ex: Exercise, injected: dict[str, int]) -> ExerciseResult:
     tracks = [node.slot for node in ex.nodes]
     rejected: collections.Counter[str] = collections.Counter()
     airtime: dict[str, Airtime] = {}
-    duplicates = 0
+    duplicates = digest_bytes = body_bytes = 0
     sent: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for tx in ex.net.transmissions:
         sent[tx.sender].append((tx.start, tx.end - tx.start))
@@ -95,9 +95,14 @@ def summarise(ex: Exercise, injected: dict[str, int]) -> ExerciseResult:
         station = app.station
         rejected.update(station.rejected)
         duplicates += station.link.stats.duplicates
+        digest_bytes += station.link.stats.digest_bytes
+        body_bytes += station.link.stats.bytes_sent
         used = ex.net.node_stats(station.name).airtime
         airtime[station.name] = Airtime(used, peak_window(sent[station.name], window),
                                         duty * window if duty else None)
+    # the relay's picture: field nodes lack most delta bases (only the relay acks)
+    ex.ledger.undecodable += ex.relay.station.radio.record_errors
+    ex.ledger.future_fixes += ex.relay.station.radio.future_fixes
     walkers = {node.slot: node.walker for node in ex.nodes}
     return ExerciseResult(
         by_class=class_figures(ex.ledger),
@@ -111,6 +116,7 @@ def summarise(ex: Exercise, injected: dict[str, int]) -> ExerciseResult:
         injected=dict(injected),
         ledger=ex.ledger,
         link_duplicates=duplicates,
+        digest_share=digest_bytes / body_bytes if body_bytes else math.nan,
     )
 
 

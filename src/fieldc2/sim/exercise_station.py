@@ -10,9 +10,10 @@ timer per station is re-armed from ``get_timer()``.
 The radio stack runs on Unix time (the opener's epoch deadlines and the
 codec's fix times are wall-clock), the simulator on exercise seconds;
 ``epoch`` converts.  Restart: :meth:`Station.snapshot` captures what a device
-persists (link state, opener state, the sealer's next counter) and
+persists (:meth:`RadioEndpoint.snapshot`: link state, opener state and the
+codec's fix history; plus the sealer's next counter) and
 :meth:`Station.restore` builds a new stack from it on the same port, as a
-rebooted relay would; the codec context (fix history) is carried over or not.
+rebooted relay would (optionally dropping the fix history, to measure it).
 """
 
 from __future__ import annotations
@@ -49,8 +50,7 @@ FrameObserver = Callable[["Station", float, bytes | None], None]
 class StationSnapshot:
     """What a device keeps across a restart."""
 
-    link: bytes
-    opener: bytes
+    radio: bytes
     next_counter: int
 
 
@@ -72,7 +72,7 @@ class Station:
         """Called with the (authenticated) sender of every frame accepted."""
         self.observer: FrameObserver | None = None
         self.rejected: collections.Counter[str] = collections.Counter()
-        """Frames refused, by reason: the opener's, plus "reflected" and "body"."""
+        """Frames refused, by reason: the opener's (with "reflected"), plus "body"."""
         self._key = key
         self._rng = rng
         self._new_ctx = ctx
@@ -81,15 +81,17 @@ class Station:
         self.port: Port = net.attach(name, channel, self._on_frame, on_idle=self._on_idle)
 
     def _build(self, counters: MemoryCounterStore, snap: StationSnapshot | None,
-               ctx: ChannelContext | None = None) -> RadioEndpoint:
+               keep_codec: bool = True) -> RadioEndpoint:
         self.counters = counters
         link = LinkEndpoint(self.config, rng=self._rng, profile=self.profile)
-        opener = FrameOpener([self._key])
-        if snap is not None:
-            link.restore(snap.link)
-            opener.restore(snap.opener)
+        opener = FrameOpener([self._key], own=self.slot)
         sealer = FrameSealer(self._key, self.slot, counters)
-        return RadioEndpoint(link, sealer, opener, ctx if ctx is not None else self._new_ctx())
+        radio = RadioEndpoint(link, sealer, opener, self._new_ctx())
+        if snap is not None:
+            radio.restore(snap.radio)
+            if not keep_codec:
+                radio.context = self._new_ctx()
+        return radio
 
     @property
     def link(self) -> LinkEndpoint:
@@ -110,18 +112,17 @@ class Station:
     # -- persistence -------------------------------------------------------------------
 
     def snapshot(self) -> StationSnapshot:
-        return StationSnapshot(self.link.snapshot(), self.radio.opener.snapshot(),
-                               self.counters.next)
+        return StationSnapshot(self.radio.snapshot(), self.counters.next)
 
-    def restore(self, snap: StationSnapshot, ctx: ChannelContext | None = None) -> None:
+    def restore(self, snap: StationSnapshot, *, keep_codec: bool = True) -> None:
         """Throw the running stack away and build a new one from ``snap`` (a reboot).
 
-        ``ctx``: the codec context to carry over (the fix history behind delta
-        coding, which no snapshot covers yet); None starts from an empty one."""
+        ``keep_codec``: restore the fix history too (as a device does); False
+        starts from an empty one, to measure what the history is worth."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.radio = self._build(MemoryCounterStore(snap.next_counter), snap, ctx)
+        self.radio = self._build(MemoryCounterStore(snap.next_counter), snap, keep_codec)
         self.kick()
 
     # -- the shell ---------------------------------------------------------------------
@@ -139,11 +140,6 @@ class Station:
         return frame
 
     def _on_frame(self, frame: bytes, now: float) -> None:
-        if len(frame) > 1 and frame[1] == self.slot:
-            # Our own frame played back: the opener keeps no window for its own
-            # sender id, so it would pass as authentic; the link refuses it anyway.
-            self.rejected["reflected"] += 1
-            return
         malformed = self.radio.opener.stats.rejected["malformed"]
         try:
             records = self.radio.receive_frame(frame, self.unix)
@@ -154,7 +150,8 @@ class Station:
             opener_refused = self.radio.opener.stats.rejected["malformed"] > malformed
             self.rejected["malformed" if opener_refused else "body"] += 1
             return
-        self.heard(frame[1], now)  # the header's sender id, authenticated by the tag
+        assert self.radio.last_sender is not None
+        self.heard(self.radio.last_sender, now)
         events = self.radio.drain_events()
         if records or events:
             self.sink(records, events, now)

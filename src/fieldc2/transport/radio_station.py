@@ -13,12 +13,14 @@ Time is wall-clock seconds: the link layer's deadlines and the opener's epoch
 grace survive a restart in the snapshot, so they must mean the same after it.
 
 **Persistence.**  With a state directory, the link snapshot, the opener's
-replay state and the application's own state (``app_state``) go into one
-file, written atomically (temp file, fsync, rename, fsync the directory)
-after every received frame that changed something, after every reliable
-submit, and always before a frame leaves.  A custody acknowledgement only
-ever leaves in a frame, so nothing is acknowledged that a crash could lose.
-The sealer's counter persists itself ahead (``FileCounterStore``).
+replay state, the codec's fix history (so a restarted relay still decodes
+the nodes' delta-coded positions instead of waiting for fresh absolute ones)
+and the application's own state (``app_state``) go into one file, written
+atomically (temp file, fsync, rename, fsync the directory) after every
+received frame that changed something, after every reliable submit, and
+always before a frame leaves.  A custody acknowledgement only ever leaves
+in a frame, so nothing is acknowledged that a crash could lose.  The sealer's
+counter persists itself ahead (``FileCounterStore``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class StationState(msgspec.Struct):
     link: bytes
     opener: bytes
     app: bytes = b""
+    positions: bytes = b""
+    """The codec's fix history (``PositionContext.snapshot``); empty in older files."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -105,7 +109,7 @@ class RadioStation:
         counters = (FileCounterStore(state_dir / COUNTER_FILE) if state_dir is not None
                     else MemoryCounterStore())
         self.sealer = FrameSealer(keys[-1], slot, counters)
-        self.opener = FrameOpener(keys)
+        self.opener = FrameOpener(keys, own=slot)
         self.radio = RadioEndpoint(self.endpoint, self.sealer, self.opener, context)
         self.rejected: Counter[str] = Counter()
         self.saved_app: bytes = b""
@@ -134,6 +138,11 @@ class RadioStation:
             raise LinkError(f"station state {path} has version {state.version}")
         self.endpoint.restore(state.link)
         self.opener.restore(state.opener)
+        if state.positions:
+            try:
+                self.context.positions.restore(state.positions)
+            except RadioFrameError as exc:
+                raise LinkError(f"station state {path}: {exc}") from exc
         self.saved_app = state.app
         queued = len(list(self.endpoint.outbox.units()))
         log.info("restored radio state from %s: %d messages queued", path, queued)
@@ -159,7 +168,8 @@ class RadioStation:
         if self.state_dir is None:
             return
         app = self.app_state() if self.app_state is not None else b""
-        state = StationState(STATE_VERSION, self.endpoint.snapshot(), self.opener.snapshot(), app)
+        state = StationState(STATE_VERSION, self.endpoint.snapshot(), self.opener.snapshot(), app,
+                             self.context.positions.snapshot())
         write_atomic(self.state_dir / STATE_FILE, msgspec.msgpack.encode(state))
 
     # --- application side ----------------------------------------------------------
@@ -186,8 +196,12 @@ class RadioStation:
             when = self.radio.get_timer()
             self._wake.clear()
             timeout = None if when is None else max(when - time.time(), 0.05)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+            # cancel close() sends when _wake is set in the same iteration
+            # (CPython gh-86296), and the loop would then wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _transmit(self, frame: bytes) -> None:
         try:
