@@ -33,9 +33,11 @@ History (kept in :mod:`fieldc2.protocol.compact_context`).  The sender
 remembers its last ``HISTORY_PER_TRACK`` (8) fixes per track and the fix
 number each receiver acknowledged (the relay's digest); it deltas only
 against an acknowledged fix it still holds that is at most ``MAX_DELTA_AGE``
-(1800 s) older.  Fix numbers wrap at 16; an ack for a number is forgotten
-when the sender reuses it, which is why the history is shorter than 16 and
-digests must be fresher than 8 fixes of a track.
+(1800 s) older.  Fix numbers wrap at 16, so an ack names a fix by its
+number *and* its time modulo 4096 s (the relay's digest carries both, see
+``link/body.py``); the sender accepts it only when both match a fix in its
+history, so a stale digest after a long partition can never make it delta
+against a fix the receiver does not hold.
 """
 
 from __future__ import annotations
