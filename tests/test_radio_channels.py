@@ -150,3 +150,19 @@ def test_key_url_without_credentials_says_what_to_give(tmp_path: Path) -> None:
         "--key-url", "https://127.0.0.1:1/api/radio/channels/c"])
     with pytest.raises(ConfigError, match="--tls-cert, --tls-key and --tls-ca"):
         channel_settings(args, {}, tmp_path, tmp_path / "state")
+
+
+async def test_post_key_prints_the_key_the_post_signs_orders_with(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    from fieldc2.model.radio import Roster
+
+    assert main(["radio", "post-key", "--data-dir", str(tmp_path), "--slot", "201"]) == 0
+    printed = capsys.readouterr().out
+    entry = Roster.from_toml(printed).by_slot(201)
+    assert entry is not None and tomllib.loads(printed)["member"][0]["slot"] == 201
+    async with CommandPost(make_config(tmp_path)) as post:
+        assert post.orders is not None
+        assert entry.uid == post.orders.signer.originator
+        assert entry.public_key == post.orders.signer.public_key

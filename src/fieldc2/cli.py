@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 20)")
     demo.add_argument("--no-plan", action="store_true",
                       help="only simulated units reporting: no planning, no orders")
+    demo.add_argument("--radio", type=int, default=0, metavar="N",
+                      help="also N LoRa field nodes (UDP on localhost, LongFast airtime) "
+                           "through a relay; the first is a team device (default 0: none)")
     return parser
 
 
@@ -347,10 +350,15 @@ def main(argv: list[str] | None = None) -> int:
             _run(_serve(config))
         elif args.command == "demo":
             from fieldc2.demo import DemoOptions, demo_main
-            _run(demo_main(config, DemoOptions(
+            options = DemoOptions(
                 units=args.units, duration=args.duration, live=not args.no_live,
                 incident=args.incident, plan=not args.no_plan, speedup=args.speedup,
-                solve_time=args.solve_time, ack_timeout=args.ack_timeout)))
+                solve_time=args.solve_time, ack_timeout=args.ack_timeout)
+            if args.radio:
+                from fieldc2.demo_radio import radio_demo_main
+                _run(radio_demo_main(config, options, args.radio))
+            else:
+                _run(demo_main(config, options))
     except FieldC2Error as exc:
         print(f"fieldc2: {exc}", file=sys.stderr)
         return 2

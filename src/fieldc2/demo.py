@@ -111,6 +111,8 @@ class DemoContext:
     incident: Incident | None
     scenario: ScenarioClock | None
     units: list[FieldUnit]
+    claimed: set[str] = field(default_factory=set)
+    """Device uids an extra actor runs itself: no TCP unit is started for them."""
 
 
 ActorFactory = Callable[[DemoContext], Awaitable[list["asyncio.Task[None]"]]]
@@ -260,10 +262,11 @@ async def _actors(post: CommandPost, scene: _Scene, options: DemoOptions,
                                 options.receipt_delay)
     background = walkers(max(0, options.units - len(fleet)), scene.incident)
     fleet += background
-    tasks = [asyncio.create_task(u.run(post.config.bind, post.tcp_port, stop)) for u in fleet]
+    ctx = DemoContext(post, stop, scene.incident, scene.scenario, fleet)
+    tasks = await start_extra_actors(ctx, extra_actors)
+    fleet = [u for u in fleet if u.uid not in ctx.claimed]
+    tasks += [asyncio.create_task(u.run(post.config.bind, post.tcp_port, stop)) for u in fleet]
     tasks.append(asyncio.create_task(chatter(background, stop)))
-    tasks += await start_extra_actors(
-        DemoContext(post, stop, scene.incident, scene.scenario, fleet), extra_actors)
     await _connected(post, len(fleet), stop)
     return members, tasks
 

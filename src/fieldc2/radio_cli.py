@@ -1,4 +1,4 @@
-"""``fieldc2 radio new|rotate|list|export``: the server's radio keys."""
+"""``fieldc2 radio new|rotate|list|export|post-key``: the command post's radio keys."""
 
 from __future__ import annotations
 
@@ -38,7 +38,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     export.add_argument("name")
     listing = channel.add_parser("list", help="list channels and their epochs",
                                  description="List channels and their epochs.")
-    for one in (new, rotate, export, listing):
+    post_key = channel.add_parser(
+        "post-key", help="print the roster entry of the command post's order-signing key",
+        description="Print the [[member]] roster entry field nodes need to verify the "
+                    "command post's signed orders (the key is created if absent).")
+    post_key.add_argument("--slot", type=int, default=200,
+                          help="roster slot for the command post (default 200)")
+    for one in (new, rotate, export, listing, post_key):
         one.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration")
         one.add_argument("--data-dir", type=Path, metavar="DIR",
                          help="the command post's data directory (default ./fieldc2-data)")
@@ -66,6 +72,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
                   f"/api/radio/channels/{key.name}")
         case "export":
             print(directory.current(args.name).export())
+        case "post-key":
+            from fieldc2.orders.service import signing_identity
+            from fieldc2.orders.sign import OrderSigner
+
+            path, uid = signing_identity(config)
+            signer = OrderSigner.load_or_create(path, uid)
+            print(f'[[member]]\nslot = {args.slot}\nuid = "{uid}"\ncallsign = "COMMAND POST"\n'
+                  f'public_key = "{signer.public_key.hex()}"')
         case "list":
             for name in directory.names():
                 epochs = ", ".join(str(k.epoch) for k in directory.keys(name))

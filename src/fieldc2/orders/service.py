@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from fieldc2.config import OrdersConfig
+from fieldc2.config import Config, OrdersConfig
 from fieldc2.errors import FieldC2Error, PlanError, ProtocolError
 from fieldc2.model.cot import Event, EventFacts
 from fieldc2.orders import cot
@@ -105,6 +105,15 @@ class PublishResult(msgspec.Struct, frozen=True, kw_only=True):
     """Ids of earlier orders kept because their team is already on the task."""
 
 
+def signing_identity(config: Config) -> tuple[Path, str]:
+    """Where the command post's order-signing key lives, and the originator uid
+    it signs as (what field nodes' rosters must list with its public key)."""
+    orders = config.orders
+    key = Path(orders.signing_key) if orders.signing_key else \
+        config.data_dir / "orders" / "signing.key"
+    return key, orders.origin_uid or f"fieldc2-{config.server_name}"
+
+
 class OrderService:
     """Orders of one command post."""
 
@@ -112,10 +121,8 @@ class OrderService:
         self.post = post
         self.config = config
         data_dir = post.config.data_dir
-        key = Path(config.signing_key) if config.signing_key else \
-            data_dir / "orders" / "signing.key"
-        self.sender = cot.Sender(uid=config.origin_uid or f"fieldc2-{post.config.server_name}",
-                                 callsign=config.callsign)
+        key, uid = signing_identity(post.config)
+        self.sender = cot.Sender(uid=uid, callsign=config.callsign)
         self.signer = OrderSigner.load_or_create(key, self.sender.uid)
         self.book = OrderBook(data_dir / BOOK_NAME, ack_timeout=config.ack_timeout)
         self.changes: deque[Change] = deque(maxlen=MAX_CHANGES)
