@@ -17,7 +17,6 @@ from fieldc2.errors import LinkError
 from fieldc2.link.body import BROADCAST, AckRecord
 from fieldc2.link.inbox import MAX_WINDOW, Inbox, unwrap
 from fieldc2.link.outbox import Outbox, Unit
-from fieldc2.link.rtt import RttTable
 from fieldc2.link.sync import Sync
 from fieldc2.link.types import Acked, Expired, LinkConfig, LinkEvent, LinkStats
 from fieldc2.model.precedence import Precedence
@@ -44,7 +43,6 @@ class Custody:
     _ack_due: dict[int, float]
     _events: list[LinkEvent]
     _rng: random.Random
-    rtt: RttTable
 
     def _ref(self, origin: int) -> int | None:  # pragma: no cover - defined by the endpoint
         raise NotImplementedError
@@ -63,21 +61,6 @@ class Custody:
         held = {cum + 2 + i for i in range(record.bitmap.bit_length()) if record.bitmap >> i & 1}
         return self._apply_ack(sender, record.origin, cum, held, now, offer=False)
 
-    def _rtt_peer(self, unit: Unit) -> int:
-        """Whose acks time ``unit``'s retransmission: a custodian's when there
-        is one (custody transfer), else its destination's, else any peer's
-        (``BROADCAST`` stands for whoever acks a broadcast first)."""
-        others = self.config.custodians - {self.slot}
-        if others:
-            return min(others)
-        return unit.dest
-
-    def _sample_rtt(self, released: list[Unit], now: float) -> None:
-        """Karn's rule: only a unit sent exactly once times its ack."""
-        for unit in released:
-            if unit.sent == 1 and not unit.reoffer:
-                self.rtt.sample(self._rtt_peer(unit), now - unit.sent_at)
-
     def _apply_ack(self, sender: int, origin: int, cum: int, held: set[int], now: float, *,
                    offer: bool) -> list[LinkEvent]:
         """``sender`` holds ``origin``'s stream up to ``cum`` plus ``held`` (an ack,
@@ -87,27 +70,8 @@ class Custody:
         released = self.outbox.release(origin, covered, sender,
                                        self.config.custodians - {self.slot},
                                        self.config.peers - {self.slot})
-        if not offer:  # an ack record; a digest's cumulative ack waits a digest period
-            self._sample_rtt(released, now)
-            self._fast_retransmit(origin, released, now)
         self._peer_view(sender, origin, cum, held, now, offer=offer)
         return self._acked(released, sender)
-
-    def _fast_retransmit(self, origin: int, released: list[Unit], now: float) -> None:
-        """An ack took units sent *after* an urgent unit it does not cover: that
-        one was lost (a LoRa channel does not reorder), so it goes now instead
-        of waiting out its timeout.  FLASH and IMMEDIATE only, as in ``_hurry``:
-        the lower classes keep their spacing behind the positions."""
-        newest = max((u.sent_at for u in released if u.sent), default=None)
-        if newest is None:
-            return
-        top = max(u.seq for u in released)
-        for unit in self.outbox.units():
-            if (unit.origin == origin and unit.reliable and not unit.reoffer and unit.sent
-                    and unit.seq < top and unit.sent_at < newest
-                    and unit.precedence >= Precedence.IMMEDIATE and unit.next_try > now):
-                unit.next_try = now
-                self.stats.fast_retransmits += 1
 
     def _acked(self, released: list[Unit], by: int) -> list[LinkEvent]:
         """One Acked per message whose last outstanding unit was just released."""

@@ -196,8 +196,6 @@ class LinkStats(msgspec.Struct):
     """Body bytes (add :data:`FRAME_OVERHEAD` per body for frame bytes)."""
     data_records_sent: int = 0
     retransmissions: int = 0
-    fast_retransmits: int = 0
-    """Retransmissions an ack's gap brought forward (``custody._fast_retransmit``)."""
     acks_sent: int = 0
     digests_sent: int = 0
     digest_bytes: int = 0
