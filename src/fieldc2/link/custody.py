@@ -17,6 +17,7 @@ from fieldc2.errors import LinkError
 from fieldc2.link.body import BROADCAST, AckRecord
 from fieldc2.link.inbox import MAX_WINDOW, Inbox, unwrap
 from fieldc2.link.outbox import Outbox, Unit
+from fieldc2.link.rtt import RttTable
 from fieldc2.link.sync import Sync
 from fieldc2.link.types import Acked, Expired, LinkConfig, LinkEvent, LinkStats
 from fieldc2.model.precedence import Precedence
@@ -43,6 +44,7 @@ class Custody:
     _ack_due: dict[int, float]
     _events: list[LinkEvent]
     _rng: random.Random
+    rtt: RttTable
 
     def _ref(self, origin: int) -> int | None:  # pragma: no cover - defined by the endpoint
         raise NotImplementedError
@@ -61,6 +63,21 @@ class Custody:
         held = {cum + 2 + i for i in range(record.bitmap.bit_length()) if record.bitmap >> i & 1}
         return self._apply_ack(sender, record.origin, cum, held, now, offer=False)
 
+    def _rtt_peer(self, unit: Unit) -> int:
+        """Whose acks time ``unit``'s retransmission: a custodian's when there
+        is one (custody transfer), else its destination's, else any peer's
+        (``BROADCAST`` stands for whoever acks a broadcast first)."""
+        others = self.config.custodians - {self.slot}
+        if others:
+            return min(others)
+        return unit.dest
+
+    def _sample_rtt(self, released: list[Unit], now: float) -> None:
+        """Karn's rule: only a unit sent exactly once times its ack."""
+        for unit in released:
+            if unit.sent == 1 and not unit.reoffer:
+                self.rtt.sample(self._rtt_peer(unit), now - unit.sent_at)
+
     def _apply_ack(self, sender: int, origin: int, cum: int, held: set[int], now: float, *,
                    offer: bool) -> list[LinkEvent]:
         """``sender`` holds ``origin``'s stream up to ``cum`` plus ``held`` (an ack,
@@ -70,6 +87,8 @@ class Custody:
         released = self.outbox.release(origin, covered, sender,
                                        self.config.custodians - {self.slot},
                                        self.config.peers - {self.slot})
+        if not offer:  # an ack record; a digest's cumulative ack waits a digest period
+            self._sample_rtt(released, now)
         self._peer_view(sender, origin, cum, held, now, offer=offer)
         return self._acked(released, sender)
 

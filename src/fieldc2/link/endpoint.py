@@ -42,10 +42,12 @@ from fieldc2.link.outbox import Outbox, Unit
 from fieldc2.link.plan import BodyPlan, split_sizes, unit_record
 from fieldc2.link.profiles import DutyCycle, LinkProfile
 from fieldc2.link.receive import Receiver
+from fieldc2.link.rtt import RttState, RttTable
 from fieldc2.link.sync import Sync
 from fieldc2.link.types import (
     FRAME_OVERHEAD,
     LATEST_ONLY_TTL,
+    TYPICAL_FRAME,
     LinkConfig,
     LinkEvent,
     LinkStats,
@@ -53,8 +55,18 @@ from fieldc2.link.types import (
 )
 from fieldc2.model.precedence import Precedence
 
-#: Version of :meth:`LinkEndpoint.snapshot`'s format.
-SNAPSHOT_VERSION = 2
+#: Version of :meth:`LinkEndpoint.snapshot`'s format.  3 added the per-peer
+#: RTT estimates (``rtt``) and each unit's ``sent_at``.
+SNAPSHOT_VERSION = 3
+#: Older versions :meth:`LinkEndpoint.restore` still reads.  A version 2
+#: snapshot lacks only the RTT estimates: the endpoint starts with none and
+#: uses the fixed ``LinkConfig.rto`` until its peers' acks give samples again.
+READABLE_SNAPSHOTS = frozenset({2, SNAPSHOT_VERSION})
+#: Slack above the physical round trip in the RTO floor, in ack delays: the
+#: ack may wait one more ack delay behind another node's frame or its
+#: sender's duty cycle.  Below the floor a retransmission would race an ack
+#: that is on its way (a spurious copy costs the channel a whole frame).
+RTO_FLOOR_MARGIN = 1.0
 
 
 class _Snapshot(msgspec.Struct):
@@ -68,6 +80,7 @@ class _Snapshot(msgspec.Struct):
     ack_due: dict[int, float]
     tracks: dict[int, tuple[int, int]]
     stats: LinkStats
+    rtt: dict[int, RttState] = {}
 
 
 class LinkEndpoint(Receiver):
@@ -90,6 +103,7 @@ class LinkEndpoint(Receiver):
         self._ack_due: dict[int, float] = {}
         self._skips: dict[tuple[int, int], None] = {}
         self._events: list[LinkEvent] = []
+        self.rtt = RttTable()
 
     # -- submitting ---------------------------------------------------------------
 
@@ -222,6 +236,7 @@ class LinkEndpoint(Receiver):
         self.stats.bodies_sent += 1
         self.stats.bytes_sent += len(body)
         last = plan.records()[-1]
+        floor = self._rto_floor(len(body))
         for record, last_size, prefixed in plan.control:
             self._commit_control(record, last_size if record is last else prefixed, now)
         for unit, (_, last_size, _) in zip(plan.units, plan.data, strict=True):
@@ -234,8 +249,32 @@ class LinkEndpoint(Receiver):
                 continue
             self.stats.retransmissions += unit.sent > 0
             unit.sent += 1
-            backoff = min(self.config.rto * 2 ** (unit.sent - 1), self.config.max_rto)
-            unit.next_try = now + backoff * (1 + self._rng.uniform(-1, 1) * self.config.jitter)
+            unit.sent_at = now
+            unit.next_try = now + self._backoff(unit, floor)
+
+    def _backoff(self, unit: Unit, floor: float) -> float:
+        """Seconds until ``unit`` (just sent) goes again: the peer's adaptive RTO,
+        doubled per attempt (or per the peer's timeouts since its last sample,
+        if more) up to ``max_rto``, spread by the jitter, never below ``floor``."""
+        ceiling, peer = self.config.max_rto, self._rtt_peer(unit)
+        if unit.sent > 1:
+            self.rtt.timed_out(peer, unit.sent - 1)
+        rto = self.rtt.rto(peer, default=self.config.rto, floor=floor, ceiling=ceiling)
+        doublings = max(unit.sent - 1, self.rtt.level(peer))
+        backoff = min(rto * 2.0 ** doublings, ceiling)
+        spread = 1 + self._rng.uniform(-1, 1) * self.config.jitter
+        return max(backoff * spread, min(floor, ceiling))
+
+    def _rto_floor(self, size: int) -> float:
+        """The shortest round trip the link allows for a body of ``size`` bytes:
+        its airtime out, the ack's wait, a typical frame's airtime back (plus
+        the profile's latency both ways) and :data:`RTO_FLOOR_MARGIN`."""
+        delay = (1.0 + RTO_FLOOR_MARGIN) * self.config.ack_delay
+        if self._profile is None:
+            return delay
+        physics = (self._profile.airtime(size + FRAME_OVERHEAD)
+                   + self._profile.airtime(TYPICAL_FRAME) + 2.0 * self._profile.latency[1])
+        return delay + physics
 
     def _commit_control(self, record: Record, size: int, now: float) -> None:
         match record:
@@ -311,7 +350,7 @@ class LinkEndpoint(Receiver):
         return msgspec.msgpack.encode(_Snapshot(
             SNAPSHOT_VERSION, self._next_seq, self._frag_id, list(self.outbox.units()),
             self.inbox.streams, list(self.sync.history.values()), list(self.sync.abandoned),
-            self._ack_due, self.sync.tracks, self.stats))
+            self._ack_due, self.sync.tracks, self.stats, self.rtt.dump()))
 
     def restore(self, data: bytes) -> None:
         """Load a :meth:`snapshot` into this (fresh) endpoint.  LinkError if unreadable."""
@@ -319,7 +358,7 @@ class LinkEndpoint(Receiver):
             snap = msgspec.msgpack.decode(data, type=_Snapshot)
         except msgspec.DecodeError as exc:
             raise LinkError(f"link snapshot unreadable: {exc}") from exc
-        if snap.version != SNAPSHOT_VERSION:
+        if snap.version not in READABLE_SNAPSHOTS:
             raise LinkError(f"link snapshot version {snap.version} not supported")
         self._next_seq, self._frag_id = snap.next_seq, snap.frag_id
         self.stats = self.outbox.stats = self.inbox.stats = snap.stats
@@ -332,6 +371,7 @@ class LinkEndpoint(Receiver):
             self.sync.abandon(origin, seq)
         self._ack_due = snap.ack_due
         self.sync.set_tracks(snap.tracks)
+        self.rtt.load(snap.rtt)
 
 
 def _in_window(unit: Unit, low: dict[int, int]) -> bool:

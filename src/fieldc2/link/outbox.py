@@ -49,6 +49,8 @@ class Unit(msgspec.Struct):
     key: CoalesceKey | None = None
     sent: int = 0
     next_try: float = 0.0
+    sent_at: float = 0.0
+    """When it was last transmitted: the start of an RTT sample (``link.rtt``)."""
     acked_by: list[int] = []
     reoffer: bool = False
     """A one-shot anti-entropy copy: not in custody, leaves when sent."""
