@@ -19,7 +19,6 @@ period): a key rotation without a flag day.
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import urllib.error
 import urllib.request
@@ -29,6 +28,7 @@ import msgspec
 
 from fieldc2.crypto.radio_keys import ChannelKey, key_document, key_from_document
 from fieldc2.errors import ConfigError, LinkError
+from fieldc2.fileio import write_atomic
 
 #: Epochs kept per channel file: the current one and the one before it,
 #: which receivers still accept during the rotation grace period.
@@ -106,14 +106,7 @@ class ChannelDirectory:
 
     def _write(self, name: str, keys: list[ChannelKey]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self._path(name)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(k.export() + "\n" for k in keys))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(self._path(name), "".join(k.export() + "\n" for k in keys).encode())
 
     def document(self, name: str) -> bytes:
         """The JSON the server sends: ``{"channel": name, "keys": [...]}``."""

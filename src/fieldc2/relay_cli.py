@@ -49,6 +49,7 @@ from typing import Any
 
 from fieldc2.crypto.radio_keys import ChannelKey, key_from_document
 from fieldc2.errors import ConfigError, FieldC2Error, LinkError
+from fieldc2.fileio import write_atomic
 from fieldc2.link.profiles import PROFILES, LinkProfile, profile
 from fieldc2.model.radio import RELAY_SLOT, Roster
 from fieldc2.node import NODE_KEY_FILE, Node, NodeCore, NodeSettings, node_signer, stdin_lines
@@ -117,11 +118,7 @@ def fetch_keys(name: str, url: str, tls: tuple[Path, Path, Path] | None,
     if not keys or any(k.name != name for k in keys):
         raise ConfigError(f"{url} did not return keys of channel {name!r}")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(k.export() + "\n" for k in keys))
-    os.replace(tmp, cache)
+    write_atomic(cache, "".join(k.export() + "\n" for k in keys).encode())
     log.info("channel %s: fetched epochs %s from %s; cached in %s", name,
              ", ".join(str(k.epoch) for k in keys), url, cache)
     return keys

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from fieldc2.errors import ConfigError, LinkError
+from fieldc2.fileio import write_atomic
 
 #: AES-128: the key size LoRaWAN and Bluetooth Mesh use; 128-bit security.
 KEY_BYTES = 16
@@ -250,27 +251,8 @@ class FileCounterStore:
 
     def _write(self, value: int) -> None:
         data = msgspec.json.encode(CounterRecord(1, value))
-        temp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.path)
-            _fsync_dir(self.path.parent)
+            write_atomic(self.path, data)
         except OSError as exc:
             raise LinkError(f"cannot persist counter file {self.path}: {exc}") from exc
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; directories cannot be opened on some systems."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import msgspec
 
+from fieldc2 import fileio
 from fieldc2.crypto.radio import MAX_FRAME, FrameOpener, FrameSealer
 from fieldc2.crypto.radio_keys import ChannelKey, FileCounterStore, MemoryCounterStore
 from fieldc2.errors import FieldC2Error, FrameRejected, LinkError, RadioFrameError
@@ -70,20 +70,8 @@ class StationState(msgspec.Struct):
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    temp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fileio.write_atomic(path, data)
     except OSError as exc:
         raise LinkError(f"cannot persist {path}: {exc}") from exc
 
