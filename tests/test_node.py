@@ -121,6 +121,15 @@ def test_unverifiable_orders_are_flagged(order: Order) -> None:
     node = core()
     _, lines = node.on_record(order, NOW)
     assert "NOT VERIFIED" in lines[0] and "signature verified" not in lines[0]
+    # Answering it needs the operator's explicit confirmation: a forged order
+    # must not make the command post believe its real order was acknowledged.
+    out, message = node.on_command(f"ack {order.order_id}", NOW)
+    assert out == [] and "NOT VERIFIED" in message and "ack!" in message
+    assert node.on_command(f"status {order.order_id} done", NOW)[0] == []
+    out, _ = node.on_command(f"ack! {order.order_id}", NOW)
+    assert isinstance(out[0], OrderStatus) and out[0].state == OrderState.ACKNOWLEDGED
+    out, _ = node.on_command(f"status! {order.order_id} done", NOW)
+    assert isinstance(out[0], OrderStatus) and out[0].state == OrderState.DONE
 
 
 def test_orders_to_others_are_not_shown() -> None:

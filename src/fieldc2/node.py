@@ -77,7 +77,8 @@ _STATES = {"received": OrderState.RECEIVED, "acknowledged": OrderState.ACKNOWLED
            "failed": OrderState.FAILED}
 _REPORT_KINDS = {kind.name.lower(): kind for kind in ReportKind}
 HELP = ("commands: ack ORDER-ID | status ORDER-ID in_progress|done|failed | say [@CALLSIGN] "
-        "TEXT | flash TEXT | report spot|clue|casualty|hazard|sitrep|need TEXT | help")
+        "TEXT | flash TEXT | report spot|clue|casualty|hazard|sitrep|need TEXT | help; "
+        "ack! / status! answer an order whose signature is NOT VERIFIED")
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,16 @@ class NodeCore:
         if not words:
             return [], ""
         verb, rest = words[0].lower(), words[1] if len(words) > 1 else ""
+        force = verb.endswith("!")  # the operator confirmed an unverified order by voice
+        verb = verb.rstrip("!")
         try:
             if verb == "ack":
-                return self._status(rest, "acknowledged", now)
+                return self._status(rest, "acknowledged", now, force=force)
             if verb == "status":
                 parts = rest.split()
                 if len(parts) != 2:
                     raise ConfigError("usage: status ORDER-ID in_progress|done|failed")
-                return self._status(parts[0], parts[1].lower(), now)
+                return self._status(parts[0], parts[1].lower(), now, force=force)
             if verb == "say":
                 return self._say(rest)
             if verb == "flash":
@@ -217,11 +220,18 @@ class NodeCore:
         except FieldC2Error as exc:
             return [], f"error: {exc}"
 
-    def _status(self, order_id: str, state_name: str, now: float) -> tuple[list[Record], str]:
+    def _status(self, order_id: str, state_name: str, now: float, *,
+                force: bool = False) -> tuple[list[Record], str]:
         state = _STATES.get(state_name)
         if state is None:
             raise ConfigError(f"state must be one of {', '.join(_STATES)}")
         order = self._find(order_id)
+        if order.order_id not in self.verified and not force:
+            # An unverified order may be forged; answering it would tell the
+            # command post that its real order of that id was acknowledged.
+            raise ConfigError(f"order {_label(order)} is NOT VERIFIED and may be forged: "
+                              f"confirm it by voice first, then use `ack! {_label(order)}` "
+                              "(or `status! ...`)")
         status = OrderStatus(sender=self.settings.slot, order_id=order.order_id, state=state,
                              time=int(now))
         return ([status], f"order {_label(order)}: {state.name.lower()} sent")
