@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from fieldc2.config import (
     Config,
@@ -20,6 +21,12 @@ from fieldc2.config import (
     TlsConfig,
 )
 from fieldc2.server import CommandPost
+
+# In CI the property tests run a fixed sequence of examples, so a landing is
+# not decided by the luck of a random seed; locally they explore new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def make_config(data_dir: Path, *, tls: bool = False, **stream: Any) -> Config:
